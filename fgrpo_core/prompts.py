@@ -1,0 +1,38 @@
+"""The chat prompt every stage shows the policy (SFT, rollouts, evaluation use the same one).
+
+FGRPO.md section 1: the policy answers ``<think>REASONING</think><answer>ANSWER</answer>`` and may
+cite regions as ``<bbox>[x1, y1, x2, y2]</bbox>`` in absolute pixels of the image it sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+SYSTEM_PROMPT = (
+    "You reason about space in images. Think step by step inside <think></think>, citing "
+    "objects as <bbox>[x1, y1, x2, y2]</bbox> in pixels, then give the option letter inside "
+    "<answer></answer>."
+)
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def format_question(question: str, choices: Sequence[str]) -> str:
+    """Question text with lettered options: ``"Q?\\nA. left\\nB. right"``."""
+    lines = [question.strip()]
+    lines += [f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)]
+    return "\n".join(lines)
+
+
+def build_messages(question: str, choices: Sequence[str], system: str | None = SYSTEM_PROMPT) -> list[dict[str, Any]]:
+    """Chat messages (HF multimodal format) with one image placeholder in the user turn."""
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+    messages.append(
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": format_question(question, choices)}],
+        }
+    )
+    return messages
