@@ -176,6 +176,9 @@ class JudgeEndpoint(_Section):
     max_concurrency: int = Field(8, description="Requests in flight at once.")
     timeout_s: float = Field(60.0, description="Per-request timeout.")
     max_retries: int = Field(3, description="Retries on transient errors (5xx, timeouts) only.")
+    retry_backoff_s: float = Field(
+        0.5, description="First retry waits this long, each later one twice as long as the last."
+    )
     max_tokens: int = Field(256, description="Judge response budget.")
 
 
