@@ -263,7 +263,8 @@ class OpenAIBackend:
                         timeout=self.timeout_s,  # hard bound: httpx's read timeout is per chunk
                     )
                 except Exception as err:  # classified below; never swallowed as success
-                    error = _redact(f"{type(err).__name__}: {err}", key)
+                    detail = str(err) or f"no answer within {self.timeout_s} s"
+                    error = _redact(f"{type(err).__name__}: {detail}", key)
                     if not _is_transient(err):
                         log.warning("judge request failed, not retried: %s", error)
                         return Completion(None, error, attempts)
