@@ -1,0 +1,168 @@
+"""Rollouts through vLLM, with new policy weights pushed into the live engine.
+
+The engine is started once and kept for the whole run: starting it costs tens of seconds
+(torch.compile, KV-cache allocation), while an in-place weight refresh costs milliseconds on the
+tiny model. The refresh goes through the worker's ``reload_weights`` (transformers parameter
+names, ``is_checkpoint_format=True``): the route TRL's colocate mode takes
+(``model_runner.model.load_weights``) breaks on vLLM's CPU build, whose linear layers are
+repacked after loading (DESIGN.md, "In-place weight refresh").
+
+After a refresh the encoder cache (image features of the *old* vision tower) and the prefix
+cache (KV of the old weights) are reset: stale entries would silently mix two policies.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from fgrpo_core.records import PromptInput, Rollout, RolloutBatch, SamplingSettings
+from fgrpo_core.rollout.base import prompt_seed
+
+
+class VLLMEngine:
+    """A live ``vllm.LLM`` behind the :class:`RolloutEngine` interface.
+
+    ``in_process=True`` runs the engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``):
+    faster to start, reproducible, and weights can be handed over as tensors. Create the engine
+    under ``if __name__ == "__main__":`` in scripts: vLLM spawns workers otherwise.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        dtype: str = "auto",
+        max_model_len: int = 2048,
+        seed: int = 0,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.5,
+        cpu_kvcache_gib: int | None = 1,
+        enforce_eager: bool = False,
+        in_process: bool = True,
+        trust_remote_code: bool = False,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        **llm_kwargs: Any,
+    ):
+        if in_process:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if cpu_kvcache_gib is not None:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
+        from vllm import LLM
+
+        if dtype == "auto" and not torch.cuda.is_available():
+            dtype = "float32"
+        mm_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        self.model_path = str(model_path)
+        self.in_process = in_process
+        self.llm = LLM(
+            model=self.model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
+            trust_remote_code=trust_remote_code,
+            limit_mm_per_prompt={"image": 1, "video": 0},
+            mm_processor_kwargs=mm_kwargs or None,
+            **llm_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.policy_version = 0
+
+    # ------------------------------------------------------------------ generation
+    def _request(self, prompt: PromptInput) -> dict[str, Any]:
+        text = self.tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+        req: dict[str, Any] = {"prompt": text}
+        if prompt.image is not None:
+            req["multi_modal_data"] = {"image": prompt.image}
+        return req
+
+    def generate(self, prompts: Sequence[PromptInput], sampling: SamplingSettings,
+                 use_tqdm: bool = False) -> RolloutBatch:
+        from vllm import SamplingParams
+
+        greedy = sampling.temperature == 0
+        params = [
+            SamplingParams(
+                n=sampling.n,
+                temperature=0.0 if greedy else sampling.temperature,
+                top_p=1.0 if greedy else sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                seed=prompt_seed(sampling.seed, p.prompt_id),
+                logprobs=0,  # the sampled token's own log-prob
+            )
+            for p in prompts
+        ]
+        outputs = self.llm.generate([self._request(p) for p in prompts], params, use_tqdm=use_tqdm)
+        rollouts: list[Rollout] = []
+        for prompt, out in zip(prompts, outputs):
+            for i, comp in enumerate(sorted(out.outputs, key=lambda c: c.index)):
+                ids = list(comp.token_ids)
+                lps = None
+                if comp.logprobs is not None:
+                    lps = [float(step[t].logprob) for step, t in zip(comp.logprobs, ids)]
+                rollouts.append(
+                    Rollout(
+                        prompt_id=prompt.prompt_id,
+                        sample_index=i,
+                        text=comp.text,
+                        token_ids=ids,
+                        logprobs=lps,
+                        finish_reason=str(comp.finish_reason),
+                        prompt_token_ids=list(out.prompt_token_ids or []),
+                    )
+                )
+        return RolloutBatch(rollouts=rollouts, policy_version=self.policy_version)
+
+    # ------------------------------------------------------------------ weights
+    def _after_reload(self) -> int:
+        engine = self.llm.llm_engine
+        engine.reset_encoder_cache()  # image features of the old vision tower
+        self.llm.reset_prefix_cache()  # KV computed by the old weights
+        self.policy_version += 1
+        return self.policy_version
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
+        """Push weights (transformers names) into the live engine; returns the new version."""
+        if self.in_process:
+            tensors = [(n, t.detach()) for n, t in named_tensors]
+            self.llm.collective_rpc(
+                "reload_weights", kwargs={"weights_iterator": iter(tensors), "is_checkpoint_format": True}
+            )
+            return self._after_reload()
+        # Across processes, hand over a safetensors file rather than pickled tensors.
+        from safetensors.torch import save_file
+
+        with tempfile.TemporaryDirectory(prefix="fgrpo-weights-") as tmp:
+            save_file({n: t.detach().contiguous().cpu() for n, t in named_tensors},
+                      str(Path(tmp) / "model.safetensors"))
+            return self.load_weights_from(tmp)
+
+    def load_weights_from(self, checkpoint_dir: str | os.PathLike) -> int:
+        """Refresh from a saved checkpoint directory (``*.safetensors`` inside)."""
+        if not any(Path(checkpoint_dir).glob("*.safetensors")):
+            raise FileNotFoundError(f"no *.safetensors in {checkpoint_dir}")
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_path": str(checkpoint_dir), "is_checkpoint_format": True}
+        )
+        return self._after_reload()
+
+    def close(self) -> None:
+        """Free the engine (tests and stage ends)."""
+        import gc
+
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:
+                pass
+            self.llm = None
+        gc.collect()
