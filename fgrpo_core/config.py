@@ -253,10 +253,28 @@ class EvalParams(_Section):
     report_dir: str = Field("reports", description="Markdown report and PNG plots.")
     max_tokens: int = Field(1024, description="Longest response.")
     bootstrap: int = Field(1000, description="Bootstrap resamples for intervals.")
+    confidence: float = Field(0.95, description="Coverage of the bootstrap percentile intervals.")
+    seed: int = Field(0, description="Seed of the bootstrap resamples (same seed, same intervals).")
     limit: int | None = Field(None, description="Evaluate at most this many samples per split.")
+    benchmarks: list[str] | None = Field(
+        None, description="Test splits to evaluate (benchmark names); None = every test_* split staged."
+    )
+    circular: list[str] = Field(
+        default_factory=lambda: ["sat"],
+        description="Benchmarks scored by circular evaluation (every option rotation must be right).",
+    )
+    judge_scope: Literal["all", "correct"] = Field(
+        "all",
+        description="Judge consistency/semantics on every parsed answer (all) or only correct ones "
+        "(correct: the training mask).",
+    )
+    samples_path: str = Field(
+        "metrics/eval_samples.jsonl", description="Per-sample results (for paired comparisons)."
+    )
     tolerances: dict[str, float] = Field(
         default_factory=lambda: {"accuracy": 0.02, "inconsistency_rate": 0.02},
-        description="Regression gate: allowed drop per metric.",
+        description="Regression gate: allowed change per metric in the bad direction (fractions; "
+        "a drop for accuracy/grounding, a rise for inconsistency_rate).",
     )
 
 
