@@ -1,0 +1,235 @@
+"""Advantages: FGRPO's decoupled normalisation and the ablation switch (FGRPO.md sections 5, 7).
+
+FGRPO (decoupled; FGRPO.md Eq. for A-hat):
+    z_x[i] = (r_x[i] - mu_x[g]) / (sigma_x[g] + eps)   per signal x, over the applicable
+                                                       (non-NaN) values of i's group g
+    z_x[i] = 0   where r_x[i] is NaN, or g has fewer than 2 applicable values of x
+    A[i]   = z_task[i] + sum_k lambda_k z_k[i]
+    A      = (A - mean(A)) / (std(A) + eps)            whitening over the whole batch
+
+Conventions (open in the paper, fixed and tested here):
+- **std**: unbiased (Bessel, divides by n - 1) by default, as TRL's and verl's GRPO do
+  (``torch.std``); ``unbiased=False`` gives the population std. The same convention is used for
+  the group statistics and for whitening.
+- **Groups by id, never by reshape** (PITFALLS.md): the core works on flat ``[N]`` tensors with
+  explicit group ids, so uneven groups never mix prompts and singleton groups get 0. The
+  ``[B, G]`` functions are thin wrappers that build the ids ``i // G``.
+- Per-group z-scores sum to 0 inside each group, so the batch mean of A is 0 up to rounding
+  and whitening is in effect a rescaling: a group with no signal keeps advantage 0.
+
+The ablation rows (``AdvantageMode``, FGRPO.md section 7) differ only in how rewards become A:
+- ``grpo_task``:  A = z(R_task)                                     (GRPO-T, no constraints)
+- ``reward_sum``: A = z(R_task + sum_k R_k), NaN terms count as 0    (joint normalisation)
+- ``gate``:       A = z(R_task * prod_k R_k), NaN factors count as 1 (multiplicative gates)
+- ``fgrpo_fixed`` / ``fgrpo``: the decoupled A above (they differ only in whether lambda moves,
+  see ``fgrpo_core.lagrangian``).
+Joint modes are plain GRPO z-scores and are not whitened; ``whiten`` applies to the decoupled
+combination, whose scale grows with the number and size of the lambdas.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from fgrpo_core.config import AdvantageMode
+
+GroupIds = Tensor | Sequence[Hashable]
+_DECOUPLED = (AdvantageMode.fgrpo, AdvantageMode.fgrpo_fixed)
+
+
+# --------------------------------------------------------------------------------------------
+# Flat core: every function below is built from these two
+# --------------------------------------------------------------------------------------------
+def _index_groups(group_ids: GroupIds, n: int) -> tuple[Tensor, int]:
+    """Dense ids 0..n_groups-1 ([N] long) from a tensor or a sequence of hashable ids."""
+    if isinstance(group_ids, Tensor):
+        if group_ids.dim() != 1:
+            raise ValueError(f"group_ids must be 1-D [N], got shape {tuple(group_ids.shape)}")
+        _, dense = torch.unique(group_ids, return_inverse=True)
+    else:
+        seen: dict[Hashable, int] = {}
+        dense = torch.tensor([seen.setdefault(g, len(seen)) for g in group_ids], dtype=torch.long)
+    if dense.numel() != n:
+        raise ValueError(f"group_ids has {dense.numel()} entries, rewards have {n}")
+    return dense, int(dense.max()) + 1 if n else 0
+
+
+def _check_signal(name: str, r: Tensor, n: int, allow_nan: bool) -> Tensor:
+    if r.dim() != 1 or r.numel() != n:
+        raise ValueError(f"reward '{name}' must have shape [{n}], got {tuple(r.shape)}")
+    r = r.to(torch.float64)
+    bad = torch.isinf(r) | (torch.isnan(r) & (not allow_nan))
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"reward '{name}' has value {r[i].item()} at rollout {i}")
+    return r
+
+
+def group_zscore(
+    rewards: Tensor,  # [N] float, NaN = not applicable
+    group_ids: GroupIds,  # [N] group of each rollout
+    eps: float = 1e-4,
+    unbiased: bool = True,
+) -> Tensor:  # [N] float64
+    """NaN-aware per-group z-score; 0 at NaN entries and in groups with < 2 applicable values."""
+    n = rewards.numel()
+    ids, n_groups = _index_groups(group_ids, n)
+    r = _check_signal("rewards", rewards.reshape(-1), n, allow_nan=True)
+    ok = ~torch.isnan(r)  # [N]
+    x = torch.where(ok, r, 0.0)
+    count = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, ids, ok.double())  # [n_groups]
+    mean = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, ids, x) / count.clamp(min=1)
+    dev = torch.where(ok, x - mean[ids], 0.0)  # [N]; exactly 0 where a group is constant
+    sq = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, ids, dev * dev)
+    std = (sq / (count - (1 if unbiased else 0)).clamp(min=1)).sqrt()  # [n_groups]
+    z = dev / (std[ids] + eps)
+    return torch.where(ok & (count[ids] >= 2), z, 0.0)
+
+
+def batch_whiten(advantages: Tensor, eps: float = 1e-4, unbiased: bool = True) -> Tensor:
+    """(A - mean) / (std + eps) over all entries (0 for fewer than 2 entries)."""
+    a = advantages.to(torch.float64)
+    if a.numel() < 2:
+        return torch.zeros_like(a)
+    return (a - a.mean()) / (a.std(correction=1 if unbiased else 0) + eps)
+
+
+def _out_dtype(t: Tensor) -> torch.dtype:
+    return t.dtype if t.is_floating_point() else torch.float32
+
+
+# --------------------------------------------------------------------------------------------
+# GRPO and FGRPO on flat rollouts with group ids
+# --------------------------------------------------------------------------------------------
+def grpo_advantages_by_id(
+    rewards: Tensor,  # [N]
+    group_ids: GroupIds,  # [N]
+    eps: float = 1e-4,
+    unbiased: bool = True,
+) -> Tensor:  # [N]
+    """Plain GRPO: the per-group z-score of one scalar reward."""
+    return group_zscore(rewards, group_ids, eps, unbiased).to(_out_dtype(rewards))
+
+
+def signal_advantages(
+    task: Tensor,  # [N], no NaN
+    constraints: Mapping[str, Tensor],  # name -> [N], NaN = not applicable
+    group_ids: GroupIds,  # [N]
+    eps: float = 1e-4,
+    unbiased: bool = True,
+) -> dict[str, Tensor]:  # "task" and each constraint name -> [N] float64 z-scores
+    """The decoupled per-signal z-scores before weighting (also what a trainer logs)."""
+    n = task.numel()
+    _check_signal("task", task.reshape(-1), n, allow_nan=False)  # task applies to every rollout
+    if "task" in constraints:
+        raise ValueError("a constraint may not be called 'task'")
+    out = {"task": group_zscore(task.reshape(-1), group_ids, eps, unbiased)}
+    for name, r in constraints.items():
+        _check_signal(name, r.reshape(-1), n, allow_nan=True)
+        out[name] = group_zscore(r.reshape(-1), group_ids, eps, unbiased)
+    return out
+
+
+def decoupled_advantages_by_id(
+    task: Tensor,  # [N]
+    constraints: Mapping[str, Tensor],  # name -> [N], NaN = not applicable
+    lambdas: Mapping[str, float],  # name -> lambda_k (every constraint needs one)
+    group_ids: GroupIds,  # [N]
+    eps: float = 1e-4,
+    whiten: bool = True,
+    unbiased: bool = True,
+) -> Tensor:  # [N]
+    """FGRPO's A = z_task + sum_k lambda_k z_k (then whitened), on flat rollouts."""
+    missing = sorted(set(constraints) - set(lambdas))
+    if missing:
+        raise ValueError(f"no lambda for constraint(s) {missing}; lambdas has {sorted(lambdas)}")
+    z = signal_advantages(task, constraints, group_ids, eps, unbiased)
+    a = z["task"].clone()
+    for name in constraints:
+        a += float(lambdas[name]) * z[name]
+    if whiten:
+        a = batch_whiten(a, eps, unbiased)
+    return a.to(_out_dtype(task))
+
+
+# --------------------------------------------------------------------------------------------
+# [B, G] forms (rows are prompts, columns their G rollouts)
+# --------------------------------------------------------------------------------------------
+def _rows(t: Tensor, name: str) -> Tensor:
+    if t.dim() != 2:
+        raise ValueError(f"'{name}' must be [B, G], got shape {tuple(t.shape)}")
+    return torch.arange(t.shape[0]).repeat_interleave(t.shape[1])  # [B*G] group id = row
+
+
+def grpo_advantages(rewards: Tensor, eps: float = 1e-4, unbiased: bool = True) -> Tensor:
+    """Plain GRPO advantage of a [B, G] reward: z-score within each row."""
+    return grpo_advantages_by_id(rewards.reshape(-1), _rows(rewards, "rewards"), eps, unbiased).view_as(rewards)
+
+
+def decoupled_advantages(
+    task: Tensor,  # [B, G]
+    constraints: Mapping[str, Tensor],  # name -> [B, G], NaN = not applicable
+    lambdas: Mapping[str, float],
+    eps: float = 1e-4,
+    whiten: bool = True,
+    unbiased: bool = True,
+) -> Tensor:  # [B, G]
+    """FGRPO's decoupled advantage of [B, G] rewards (see the module docstring)."""
+    ids = _rows(task, "task")
+    for name, r in constraints.items():
+        if r.shape != task.shape:
+            raise ValueError(f"constraint '{name}' has shape {tuple(r.shape)}, task has {tuple(task.shape)}")
+    flat = {k: v.reshape(-1) for k, v in constraints.items()}
+    return decoupled_advantages_by_id(task.reshape(-1), flat, lambdas, ids, eps, whiten, unbiased).view_as(task)
+
+
+# --------------------------------------------------------------------------------------------
+# The ablation switch
+# --------------------------------------------------------------------------------------------
+def shaped_reward(mode: AdvantageMode, task: Tensor, constraints: Mapping[str, Tensor]) -> Tensor:
+    """The single reward the joint modes normalise (see the module docstring)."""
+    for name, c in constraints.items():
+        if c.shape != task.shape:
+            raise ValueError(f"constraint '{name}' has shape {tuple(c.shape)}, task has {tuple(task.shape)}")
+    r = task.to(torch.float64)
+    if mode is AdvantageMode.grpo_task:
+        return r
+    if mode is AdvantageMode.reward_sum:  # R_task + sum_k R_k, a not-applicable term adds 0
+        for c in constraints.values():
+            r = r + torch.nan_to_num(c.to(torch.float64), nan=0.0)
+        return r
+    if mode is AdvantageMode.gate:  # R_task * prod_k R_k, a not-applicable factor is 1
+        for c in constraints.values():
+            r = r * torch.nan_to_num(c.to(torch.float64), nan=1.0)
+        return r
+    raise ValueError(f"mode {mode.value} has no single shaped reward (it is decoupled)")
+
+
+def compute_advantages(
+    mode: AdvantageMode | str,
+    task: Tensor,  # [B, G], or [N] with group_ids
+    constraints: Mapping[str, Tensor],  # name -> same shape as task, NaN = not applicable
+    lambdas: Mapping[str, float],  # used by the decoupled modes only
+    active: Sequence[str] | None = None,  # constraint subset (None = all given)
+    eps: float = 1e-4,
+    whiten: bool = True,  # decoupled modes only
+    unbiased: bool = True,
+    group_ids: GroupIds | None = None,  # required for flat [N] inputs
+) -> Tensor:  # same shape as task
+    """Per-rollout rewards (+ lambda) -> advantages for one row of the ablation table."""
+    mode = AdvantageMode(mode)
+    names = list(constraints) if active is None else list(active)
+    unknown = sorted(set(names) - set(constraints))
+    if unknown:
+        raise ValueError(f"active constraint(s) {unknown} not among the given {sorted(constraints)}")
+    used = {k: constraints[k] for k in names}
+    if group_ids is None:
+        if mode in _DECOUPLED:
+            return decoupled_advantages(task, used, lambdas, eps, whiten, unbiased)
+        return grpo_advantages(shaped_reward(mode, task, used), eps, unbiased).to(_out_dtype(task))
+    if mode in _DECOUPLED:
+        return decoupled_advantages_by_id(task, used, lambdas, group_ids, eps, whiten, unbiased)
+    return grpo_advantages_by_id(shaped_reward(mode, task, used), group_ids, eps, unbiased).to(_out_dtype(task))

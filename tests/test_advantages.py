@@ -1,0 +1,273 @@
+"""Advantages: hand-computed values, NaN masks, groups by id, the ablation switch."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from fgrpo_core.advantages import (
+    batch_whiten,
+    compute_advantages,
+    decoupled_advantages,
+    decoupled_advantages_by_id,
+    grpo_advantages,
+    grpo_advantages_by_id,
+    group_zscore,
+    shaped_reward,
+    signal_advantages,
+)
+from fgrpo_core.config import AdvantageMode
+
+NAN = float("nan")
+EPS = 1e-4
+T = torch.tensor
+
+
+def approx(x, abs=1e-6):
+    return pytest.approx(x, abs=abs)
+
+
+# ------------------------------------------------------------------------------------------
+# Hand-computed
+# ------------------------------------------------------------------------------------------
+def test_group_zscore_std_convention():
+    r = T([[1.0, 0.0, 0.0, 1.0]])
+    # mean 0.5; deviations +-0.5.
+    # unbiased (default): std = sqrt(4 * 0.25 / 3) = 0.577350 -> z = 0.5 / 0.577450 = 0.865875
+    assert grpo_advantages(r)[0].tolist() == approx([0.865875, -0.865875, -0.865875, 0.865875])
+    # population: std = sqrt(4 * 0.25 / 4) = 0.5 -> z = 0.5 / 0.5001 = 0.999800
+    assert grpo_advantages(r, unbiased=False)[0].tolist() == approx([0.9998, -0.9998, -0.9998, 0.9998])
+
+
+def test_nan_aware_group_statistics():
+    r = T([[1.0, NAN, 0.0, 0.0]])
+    # applicable (1, 0, 0): mean 1/3; unbiased var = ((2/3)^2 + 2 (1/3)^2) / 2 = 1/3,
+    # std = 0.577350; z = (2/3) / 0.577450 = 1.154501, -(1/3) / 0.577450 = -0.577250; NaN -> 0
+    assert group_zscore(r.view(-1), [0] * 4).tolist() == approx([1.154501, 0.0, -0.577250, -0.577250])
+
+
+def test_small_and_constant_groups_give_zero():
+    r = T(
+        [
+            [1.0, NAN, NAN],  # one applicable value -> 0
+            [NAN, NAN, NAN],  # none -> 0
+            [0.7, 0.7, 0.7],  # constant -> exactly 0 (dev is 0, not 0/eps noise)
+            [0.7, NAN, 0.7],  # constant among the applicable ones -> 0
+        ]
+    )
+    z = grpo_advantages(r)
+    assert torch.equal(z, torch.zeros_like(z))
+
+
+def test_decoupled_hand_computed():
+    task = T([[1.0, 0.0], [1.0, 1.0]])
+    cons = T([[0.0, 1.0], [NAN, 1.0]])
+    # Row 0: z_task = (+0.5, -0.5) / (sqrt(0.5) + 1e-4) = +-0.5 / 0.707207 = (+0.707007, -0.707007)
+    #        z_C    = (-0.707007, +0.707007);  A = z_task + 2 z_C = (-0.707007, +0.707007)
+    # Row 1: task constant -> 0; C has one applicable value -> 0;  A = (0, 0)
+    a = decoupled_advantages(task, {"consistency": cons}, {"consistency": 2.0}, whiten=False)
+    assert a.flatten().tolist() == approx([-0.707007, 0.707007, 0.0, 0.0])
+    # Whitening over all 4: mean 0, unbiased std = sqrt(2 * 0.707007^2 / 3) = 0.577269;
+    # A / (0.577269 + 1e-4) = +-1.224533
+    w = decoupled_advantages(task, {"consistency": cons}, {"consistency": 2.0})
+    assert w.flatten().tolist() == approx([-1.224533, 1.224533, 0.0, 0.0])
+
+
+def test_two_rollouts_joint_vs_decoupled():
+    # Rollout a has (R_task, R_C) = (1, 0), rollout b has (0, 1) (NeMo-RL PR#2681's case).
+    task, cons = T([[1.0, 0.0]]), {"consistency": T([[0.0, 1.0]])}
+    # Joint (reward_sum): both sum to 1 -> identical rewards -> both advantages 0.
+    joint = compute_advantages("reward_sum", task, cons, {})
+    assert torch.equal(joint, torch.zeros_like(joint))
+    # Gate: 1*0 = 0 and 0*1 = 0 -> also 0.
+    assert torch.equal(compute_advantages("gate", task, cons, {}), torch.zeros(1, 2))
+    # Decoupled, lambda_C = 2 (the constraint is violated, lambda has risen):
+    # A = z_task + 2 z_C = (0.707 - 1.414, -0.707 + 1.414) = (-0.707, +0.707) before whitening:
+    # the constraint-satisfying rollout b is preferred; with lambda_C = 0.5 it is rollout a.
+    hi = compute_advantages("fgrpo", task, cons, {"consistency": 2.0}, whiten=False)
+    lo = compute_advantages("fgrpo", task, cons, {"consistency": 0.5}, whiten=False)
+    assert hi[0, 1] > 0 > hi[0, 0] and lo[0, 0] > 0 > lo[0, 1]
+    assert hi.flatten().tolist() == approx([-0.707007, 0.707007])
+
+
+# ------------------------------------------------------------------------------------------
+# Invariances
+# ------------------------------------------------------------------------------------------
+def _random_case(seed: int, b: int = 6, g: int = 5):
+    gen = torch.Generator().manual_seed(seed)
+    task = (torch.rand(b, g, generator=gen) * 2).round() / 2  # {0, 0.5, 1}
+    cons = {}
+    for name, p_nan in (("consistency", 0.4), ("semantic", 0.4), ("spatial", 0.2)):
+        r = torch.rand(b, g, generator=gen)
+        if name == "consistency":
+            r = r.round()
+        cons[name] = torch.where(torch.rand(b, g, generator=gen) < p_nan, NAN, r)
+    return task, cons
+
+
+LAMBDAS = {"consistency": 1.5, "semantic": 0.5, "spatial": 2.0}
+
+
+def test_nan_never_poisons_the_batch():
+    # ms-swift#8123: one NaN made every decoupled advantage NaN.
+    for seed in range(5):
+        task, cons = _random_case(seed)
+        assert torch.isfinite(decoupled_advantages(task, cons, LAMBDAS)).all()
+
+
+def test_masked_rollouts_do_not_enter_the_statistics():
+    # Removing the rollouts that are NaN for a constraint leaves that constraint's z-scores of
+    # all other rollouts unchanged, and the removed ones had z = 0.
+    task, cons = _random_case(7)
+    ids = torch.arange(6).repeat_interleave(5)
+    r = cons["semantic"].flatten()
+    z_all = group_zscore(r, ids)
+    keep = ~torch.isnan(r)
+    assert torch.equal(z_all[~keep], torch.zeros(int((~keep).sum()), dtype=torch.float64))
+    torch.testing.assert_close(group_zscore(r[keep], ids[keep]), z_all[keep], rtol=0, atol=1e-12)
+
+
+def test_constant_constraint_contributes_nothing_to_its_group():
+    task, cons = _random_case(3)
+    cons["spatial"][2] = 0.4  # group 2: spatial constant
+    cons["semantic"][2] = T([0.9, NAN, 0.9, 0.9, NAN])  # constant where applicable
+    z = signal_advantages(task.flatten(), {k: v.flatten() for k, v in cons.items()}, torch.arange(6).repeat_interleave(5))
+    assert torch.equal(z["spatial"][10:15], torch.zeros(5, dtype=torch.float64))
+    assert torch.equal(z["semantic"][10:15], torch.zeros(5, dtype=torch.float64))
+    # so the group's advantage (before whitening) is unchanged by lambda_G and lambda_S
+    a1 = decoupled_advantages(task, cons, LAMBDAS, whiten=False)
+    a2 = decoupled_advantages(task, cons, {**LAMBDAS, "spatial": 4.0, "semantic": 3.0}, whiten=False)
+    assert torch.equal(a1[2], a2[2])
+
+
+def _loop_reference(task, cons, lambdas, eps=EPS, unbiased=True, whiten=True):
+    """Decoupled advantages with plain Python loops over groups (the vectorised form's check)."""
+    b, g = task.shape
+    a = [[0.0] * g for _ in range(b)]
+    signals = [(task, 1.0)] + [(cons[k], lambdas[k]) for k in cons]
+    for i in range(b):
+        for sig, w in signals:
+            vals = [(j, float(sig[i, j])) for j in range(g) if not math.isnan(float(sig[i, j]))]
+            if len(vals) < 2:
+                continue
+            xs = [v for _, v in vals]
+            mu = sum(xs) / len(xs)
+            sd = statistics.stdev(xs) if unbiased else statistics.pstdev(xs)
+            for j, v in vals:
+                a[i][j] += w * (v - mu) / (sd + eps)
+    flat = [x for row in a for x in row]
+    if whiten:
+        mu = sum(flat) / len(flat)
+        sd = statistics.stdev(flat) if unbiased else statistics.pstdev(flat)
+        flat = [(x - mu) / (sd + eps) for x in flat]
+    return torch.tensor(flat, dtype=torch.float64).view(b, g)
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+@pytest.mark.parametrize("whiten", [True, False])
+def test_vectorised_equals_loop(unbiased, whiten):
+    for seed in range(4):
+        task, cons = _random_case(seed, b=8, g=5)
+        got = decoupled_advantages(task.double(), {k: v.double() for k, v in cons.items()}, LAMBDAS, whiten=whiten, unbiased=unbiased)
+        torch.testing.assert_close(got, _loop_reference(task, cons, LAMBDAS, unbiased=unbiased, whiten=whiten), rtol=0, atol=1e-10)
+
+
+def test_whitening_scales_to_unit_std():
+    task, cons = _random_case(11)
+    a = decoupled_advantages(task.double(), {k: v.double() for k, v in cons.items()}, LAMBDAS)
+    assert a.mean().item() == approx(0.0, abs=1e-12)
+    assert a.std().item() == approx(1.0, abs=1e-3)  # 1 up to the eps in std + eps
+    assert torch.equal(batch_whiten(torch.zeros(5)), torch.zeros(5, dtype=torch.float64))
+    assert torch.equal(batch_whiten(T([3.0])), T([0.0], dtype=torch.float64))
+
+
+# ------------------------------------------------------------------------------------------
+# Groups by id (PITFALLS.md: never by reshape)
+# ------------------------------------------------------------------------------------------
+def test_uneven_and_singleton_groups():
+    # Groups: "p" has 3 rollouts, "q" 1 (singleton), "r" 2, interleaved.
+    ids = ["p", "r", "q", "p", "r", "p"]
+    rewards = T([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    a = grpo_advantages_by_id(rewards, ids)
+    # p: (1, 0, 0): mean 1/3, unbiased std sqrt(1/3) -> (1.154501, -0.577250, -0.577250)
+    # r: (0, 1): mean 1/2, std sqrt(1/2) = 0.707107 -> -+0.5 / 0.707207 = -+0.707007
+    # q: singleton -> 0
+    assert a.tolist() == approx([1.154501, -0.707007, 0.0, -0.577250, 0.707007, -0.577250])
+    # A reshape into [2, 3] would have mixed prompts: the by-id answer differs from it.
+    assert not torch.allclose(a, grpo_advantages(rewards.view(2, 3)).flatten())
+
+
+def test_by_id_equals_rows_and_is_permutation_equivariant():
+    task, cons = _random_case(5)
+    flat_ids = torch.arange(6).repeat_interleave(5) * 7 + 3  # arbitrary integer ids
+    rows = decoupled_advantages(task, cons, LAMBDAS)
+    flat = decoupled_advantages_by_id(task.flatten(), {k: v.flatten() for k, v in cons.items()}, LAMBDAS, flat_ids)
+    torch.testing.assert_close(flat, rows.flatten(), rtol=0, atol=1e-6)
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(0))
+    shuffled = decoupled_advantages_by_id(
+        task.flatten()[perm], {k: v.flatten()[perm] for k, v in cons.items()}, LAMBDAS, flat_ids[perm]
+    )
+    torch.testing.assert_close(shuffled, flat[perm], rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# The ablation switch
+# ------------------------------------------------------------------------------------------
+def test_shaped_rewards_hand_computed():
+    task = T([[1.0, 0.5, 1.0]])
+    c = T([[1.0, NAN, 0.0]])  # consistency applies to correct answers only
+    g = T([[0.5, 0.8, NAN]])
+    cons = {"consistency": c, "spatial": g}
+    # reward_sum: 1 + 1 + 0.5 = 2.5;  0.5 + 0 + 0.8 = 1.3;  1 + 0 + 0 = 1.0
+    assert shaped_reward(AdvantageMode.reward_sum, task, cons)[0].tolist() == approx([2.5, 1.3, 1.0])
+    # gate: 1 * 1 * 0.5 = 0.5;  0.5 * 1 * 0.8 = 0.4;  1 * 0 * 1 = 0.0
+    assert shaped_reward(AdvantageMode.gate, task, cons)[0].tolist() == approx([0.5, 0.4, 0.0])
+    assert shaped_reward(AdvantageMode.grpo_task, task, cons)[0].tolist() == approx([1.0, 0.5, 1.0])
+    with pytest.raises(ValueError, match="decoupled"):
+        shaped_reward(AdvantageMode.fgrpo, task, cons)
+
+
+def test_every_mode_is_one_switch():
+    task, cons = _random_case(2)
+    out = {m: compute_advantages(m, task, cons, LAMBDAS) for m in AdvantageMode}
+    assert torch.equal(out[AdvantageMode.grpo_task], grpo_advantages(task))
+    torch.testing.assert_close(out[AdvantageMode.reward_sum], grpo_advantages(shaped_reward(AdvantageMode.reward_sum, task, cons)).float())
+    torch.testing.assert_close(out[AdvantageMode.gate], grpo_advantages(shaped_reward(AdvantageMode.gate, task, cons)).float())
+    # fixed and adaptive lambda compute advantages the same way; only the dual step differs
+    assert torch.equal(out[AdvantageMode.fgrpo_fixed], out[AdvantageMode.fgrpo])
+    assert torch.equal(out[AdvantageMode.fgrpo], decoupled_advantages(task, cons, LAMBDAS))
+    # and the rows really differ from each other
+    assert not torch.allclose(out[AdvantageMode.grpo_task], out[AdvantageMode.fgrpo])
+    assert not torch.allclose(out[AdvantageMode.reward_sum], out[AdvantageMode.gate])
+
+
+def test_constraint_subset_and_flat_inputs():
+    task, cons = _random_case(4)
+    only_c = compute_advantages("fgrpo", task, cons, LAMBDAS, active=["consistency"])
+    assert torch.equal(only_c, decoupled_advantages(task, {"consistency": cons["consistency"]}, LAMBDAS))
+    ids = torch.arange(6).repeat_interleave(5)
+    flat = compute_advantages("gate", task.flatten(), {k: v.flatten() for k, v in cons.items()}, {}, group_ids=ids)
+    torch.testing.assert_close(flat, compute_advantages("gate", task, cons, {}).flatten())
+    with pytest.raises(ValueError, match=r"\['grounding'\]"):
+        compute_advantages("fgrpo", task, cons, LAMBDAS, active=["grounding"])
+
+
+def test_bad_inputs_are_clear_errors():
+    task, cons = _random_case(0)
+    with pytest.raises(ValueError, match=r"no lambda for constraint\(s\) \['spatial'\]"):
+        decoupled_advantages(task, cons, {"consistency": 1.0, "semantic": 1.0})
+    bad_task = task.clone()
+    bad_task[1, 2] = NAN
+    with pytest.raises(ValueError, match="reward 'task' has value nan at rollout 7"):
+        decoupled_advantages(bad_task, cons, LAMBDAS)
+    inf = cons["spatial"].clone()
+    inf[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="reward 'spatial' has value inf at rollout 0"):
+        decoupled_advantages(task, {**cons, "spatial": inf}, LAMBDAS)
+    with pytest.raises(ValueError, match="shape"):
+        decoupled_advantages(task, {"spatial": cons["spatial"][:, :3]}, LAMBDAS)
+    with pytest.raises(ValueError, match="group_ids has 3 entries"):
+        grpo_advantages_by_id(T([1.0, 0.0]), [0, 0, 1])
