@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("flows.cmd_train:main", "run FGRPO rounds from the SFT checkpoint"),
     "evaluate": ("flows.cmd_eval:main", "greedy pass@1 on every test split"),
     "compare": ("flows.cmd_eval:compare_main", "one table across runs"),
+    "eval-gate": ("flows.cmd_eval:gate_main", "fail (exit 1) when metrics regress beyond tolerances"),
     "judge-agreement": ("flows.cmd_judges:agreement_main", "model judges vs the exact verifier"),
     "pipeline": ("flows.cmd_pipeline:main", "run the whole Prefect flow locally"),
 }

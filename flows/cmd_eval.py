@@ -1,0 +1,236 @@
+"""``fgrpo evaluate``, ``fgrpo compare`` and ``fgrpo eval-gate``.
+
+    fgrpo evaluate --params FILE [--checkpoint PATH] [--name NAME] [--set key=value ...]
+        greedy pass@1 on every configured test split -> eval.json, per-sample JSONL, report, PNGs
+    fgrpo compare RUN_A RUN_B ... [--names A,B,...] [--out FILE.md] [--plot FILE.png]
+        one table across runs (ablation layout), differences vs RUN_A with intervals
+    fgrpo eval-gate BASELINE.json CURRENT.json [--params FILE] [--tol metric=value ...]
+        exit 1 and name the metric when CURRENT regresses beyond a tolerance
+
+A RUN is an eval.json file or a directory holding ``eval.json`` or ``metrics/eval.json``; its
+per-sample results are read from ``<stem>_samples.jsonl`` beside it when present (paired
+intervals for the differences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from fgrpo_core.config import JudgeParams, Params, ParamsError, load_params
+from fgrpo_core.eval.compare import RunEval, compare_runs, comparison_markdown
+from fgrpo_core.eval.gate import regression_gate
+from fgrpo_core.eval.metrics import SPECS
+from fgrpo_core.eval.report import read_metrics_json
+from fgrpo_core.eval.results import read_samples
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------
+def newest_checkpoint(params: Params) -> Path:
+    """The highest ``round-N`` under ``fgrpo.out_dir`` holding safetensors, else the SFT output."""
+    root = Path(params.fgrpo.out_dir)
+    rounds = []
+    for d in root.glob("round*"):
+        m = re.fullmatch(r"round[-_]?(\d+)", d.name)
+        if m and d.is_dir() and any(d.glob("*.safetensors")):
+            rounds.append((int(m.group(1)), d))
+    if rounds:
+        return max(rounds)[1]
+    sft = Path(params.sft.out_dir)
+    if any(sft.glob("*.safetensors")):
+        return sft
+    raise FileNotFoundError(
+        f"no checkpoint found: no {root}/round-N/*.safetensors and no {sft}/*.safetensors; "
+        "pass --checkpoint PATH"
+    )
+
+
+class RoutedJudge:
+    """Consistency from one judge, semantics from another (judges.consistency/semantic)."""
+
+    def __init__(self, consistency_judge: Any, semantic_judge: Any):
+        self.c, self.s = consistency_judge, semantic_judge
+        self.name = f"{self.c.name}+{self.s.name}"
+        self.version = f"{self.c.version}+{self.s.version}"
+
+    def consistency(self, requests):
+        return self.c.consistency(requests)
+
+    def semantic(self, requests):
+        return self.s.semantic(requests)
+
+
+def build_judge(jp: JudgeParams, llm: Any = None) -> Any:
+    """The judge the params ask for: exact verifier and/or a cached model judge."""
+    from fgrpo_core.judges.exact import ExactJudge
+
+    exact, model = ExactJudge(), None
+    if "model" in (jp.consistency, jp.semantic):
+        if jp.model_judge is None:
+            raise ParamsError("judges.model_judge is required when a judge is 'model'")
+        from fgrpo_core.judges.cache import CachedJudge, VerdictCache
+        from fgrpo_core.judges.model import model_judge_from_endpoint
+
+        model = CachedJudge(model_judge_from_endpoint(jp.model_judge, llm), VerdictCache(jp.cache_dir))
+    pick = {"exact": exact, "model": model}
+    c, s = pick[jp.consistency], pick[jp.semantic]
+    return c if c is s else RoutedJudge(c, s)
+
+
+def _evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fgrpo evaluate", description="greedy pass@1 on every test split")
+    p.add_argument("--params", required=True, help="params preset (YAML)")
+    p.add_argument("--checkpoint", help="policy to evaluate (default: newest round checkpoint, else SFT)")
+    p.add_argument("--name", help="run name shown in the report (default: the checkpoint's folder name)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a params key, e.g. eval.limit=16 (repeatable)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _evaluate_parser().parse_args(argv)
+    try:
+        params = load_params(args.params, args.overrides)
+        checkpoint = Path(args.checkpoint) if args.checkpoint else newest_checkpoint(params)
+    except (ParamsError, FileNotFoundError) as err:
+        print(f"fgrpo evaluate: {err}", file=sys.stderr)
+        return 2
+    from fgrpo_core.eval.outputs import write_eval_outputs
+    from fgrpo_core.eval.runner import EvalSettings, load_test_splits, run_eval
+    from fgrpo_core.rollout.vllm_engine import VLLMEngine
+
+    ep = params.eval
+    try:
+        splits = load_test_splits(params.data.out_dir, ep.benchmarks, ep.limit)
+    except FileNotFoundError as err:
+        print(f"fgrpo evaluate: {err}", file=sys.stderr)
+        return 2
+    print(f"evaluating {checkpoint} on {', '.join(f'{b} ({len(s)})' for b, s in splits.items())}", flush=True)
+    r = params.rollout
+    engine = VLLMEngine(
+        checkpoint, dtype=params.model.dtype, max_model_len=r.max_model_len, seed=params.seed,
+        tensor_parallel_size=r.tensor_parallel_size, gpu_memory_utilization=r.gpu_memory_utilization,
+        cpu_kvcache_gib=r.cpu_kvcache_gib, enforce_eager=r.enforce_eager,
+        trust_remote_code=params.model.trust_remote_code,
+        min_pixels=params.model.min_pixels, max_pixels=params.model.max_pixels,
+    )
+    try:
+        judge = build_judge(params.judges, llm=engine.llm)
+        result = run_eval(engine, judge, splits, EvalSettings.from_params(ep))
+    finally:
+        engine.close()
+    run_dir = Path(params.fgrpo.run_dir)
+    f = params.fgrpo
+    out = write_eval_outputs(
+        result, ep.out_path, ep.samples_path, ep.report_dir,
+        run_name=args.name or checkpoint.name,
+        about=[f"Checkpoint: `{checkpoint}`", f"Params: `{args.params}` (preset {params.name})",
+               f"Judges: consistency={params.judges.consistency}, semantic={params.judges.semantic}, "
+               f"scope={ep.judge_scope}"],
+        multipliers_csv=run_dir / "multipliers.csv", train_metrics_csv=run_dir / "train_metrics.csv",
+        taus={"consistency": f.tau_consistency, "semantic": f.tau_semantic, "spatial": f.tau_spatial},
+    )
+    m = result.metrics.mean
+    print(f"mean accuracy {m.accuracy.value:.3f}  IR {m.inconsistency_rate.value:.3f}  "
+          f"semantic {m.semantic_grounding.value:.3f}  spatial {m.spatial_grounding.value:.3f}")
+    print(f"wrote {out.metrics}, {out.samples}, {out.report}" + "".join(f", {p}" for p in out.plots))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# compare
+# --------------------------------------------------------------------------------------------
+def resolve_run(arg: str) -> tuple[str, Path, Path | None]:
+    """(name, eval.json, per-sample JSONL or None) of a RUN argument."""
+    p = Path(arg)
+    if p.is_dir():
+        for cand in (p / "eval.json", p / "metrics" / "eval.json"):
+            if cand.is_file():
+                metrics, name = cand, p.name
+                break
+        else:
+            raise FileNotFoundError(f"{p}: no eval.json or metrics/eval.json inside")
+    elif p.is_file():
+        metrics = p
+        name = p.parent.parent.name if p.parent.name == "metrics" else p.parent.name or p.stem
+    else:
+        raise FileNotFoundError(f"run not found: {p}")
+    samples = metrics.with_name(f"{metrics.stem}_samples.jsonl")
+    return name, metrics, samples if samples.is_file() else None
+
+
+def compare_main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="fgrpo compare", description="one table across runs")
+    p.add_argument("runs", nargs="+", help="eval.json files or run directories; the first is the baseline")
+    p.add_argument("--names", help="comma-separated run names (default: folder names)")
+    p.add_argument("--out", help="write the markdown table here (default: print only)")
+    p.add_argument("--plot", help="write the per-benchmark bar chart here (PNG)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the difference intervals")
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        resolved = [resolve_run(r) for r in args.runs]
+        names = args.names.split(",") if args.names else [n for n, _, _ in resolved]
+        if len(names) != len(resolved):
+            raise ValueError(f"--names gives {len(names)} names for {len(resolved)} runs")
+        runs = [
+            RunEval(name, read_metrics_json(m), read_samples(s) if s else None)
+            for name, (_, m, s) in zip(names, resolved)
+        ]
+        table = comparison_markdown(compare_runs(runs, args.bootstrap, args.confidence, args.seed))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"fgrpo compare: {err}", file=sys.stderr)
+        return 2
+    print(table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table + "\n")
+    if args.plot:
+        from fgrpo_core.eval.plots import plot_benchmark_bars
+
+        plot_benchmark_bars([(r.name, r.metrics) for r in runs], args.plot, title="Runs compared per benchmark")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# eval-gate
+# --------------------------------------------------------------------------------------------
+def gate_main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="fgrpo eval-gate", description="fail on a metric regression")
+    p.add_argument("baseline", help="the last accepted eval.json")
+    p.add_argument("current", help="the new eval.json")
+    p.add_argument("--params", help="take eval.tolerances from this preset")
+    p.add_argument("--tol", action="append", default=[], metavar="METRIC=VALUE",
+                   help=f"tolerance override (fraction), metrics: {', '.join(SPECS)}")
+    args = p.parse_args(argv)
+    try:
+        from fgrpo_core.config import EvalParams
+
+        tolerances = dict((load_params(args.params).eval if args.params else EvalParams()).tolerances)
+        for item in args.tol:
+            if "=" not in item:
+                raise ValueError(f"--tol {item!r} is not METRIC=VALUE")
+            k, v = item.split("=", 1)
+            tolerances[k.strip()] = float(v)
+        result = regression_gate(read_metrics_json(args.baseline), read_metrics_json(args.current), tolerances)
+    except (FileNotFoundError, ValueError, ParamsError) as err:
+        print(f"fgrpo eval-gate: {err}", file=sys.stderr)
+        return 2
+    for c in result.checks:
+        print(("REGRESSION " if c.regressed else "ok         ") + c.reason)
+    if not result.passed:
+        names = ", ".join(c.label for c in result.regressions)
+        print(f"fgrpo eval-gate: regression in {names}", file=sys.stderr)
+        return 1
+    print(f"fgrpo eval-gate: passed ({len(result.checks)} checks)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
