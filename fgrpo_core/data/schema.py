@@ -37,7 +37,6 @@ from typing import Any, Mapping
 from PIL import Image
 
 import datasets
-from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from fgrpo_core.prompts import LETTERS
 
@@ -225,9 +224,30 @@ def validate_sample(s: Sample, file: str = "<memory>", row: int | str = "?") -> 
 # --------------------------------------------------------------------------------------------
 # Model frame
 # --------------------------------------------------------------------------------------------
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """(height, width) as ``transformers.models.qwen2_vl.image_processing_qwen2_vl.smart_resize``.
+
+    Restated here so that staging does not import torch/torchvision (tens of seconds); a test
+    checks it equals the transformers function and the processor's ``image_grid_thw``.
+    """
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio must be below 200, got {max(height, width) / min(height, width)}")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
 def model_frame_size(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """(width, height) the Qwen2.5-VL processor resizes an image to (transformers' smart_resize)."""
-    h, w = smart_resize(height, width, factor=PATCH_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels)
+    """(width, height) the Qwen2.5-VL processor resizes an image to."""
+    h, w = smart_resize(height, width, PATCH_FACTOR, min_pixels, max_pixels)
     return w, h
 
 

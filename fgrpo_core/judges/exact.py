@@ -29,8 +29,9 @@ check is one of:
 - a claim                                                                 -> true / false /
   undecidable (a pair inside the scene's margins, or an ambiguous mention)
 
-Label: INCORRECT if any check fails; CORRECT if at least one check passed; SKIP if nothing in
-the sentence could be checked (e.g. "Hence the answer is B (left)."). The scene's relation list is
+Label: INCORRECT if any check fails; CORRECT if at least one check passed, where "the object
+exists" counts only in a sentence that makes no claim; SKIP if nothing in the sentence could be
+checked (e.g. "Hence the answer is B (left).", or only an undecidable relation). The scene's relation list is
 the ground truth for the relations it stores; distances, regions and "lower in the image" are
 computed from the objects with the margins in ``scene["thresholds"]``.
 """
@@ -265,7 +266,10 @@ def label_sentence(sentence: str, scene: dict[str, Any]) -> tuple[SentenceLabel,
 
     if any(r.startswith("fail") for r in reasons):
         return SentenceLabel.incorrect, reasons
-    if any(r.startswith("ok") for r in reasons):
+    # An object that exists only counts when the sentence claims nothing else: "The red circle is
+    # left of the green triangle" with an undecidable pair is SKIP, not CORRECT.
+    has_claim = any(" claim " in r for r in reasons)
+    if any(r.startswith("ok") and not (has_claim and r.endswith(" exists")) for r in reasons):
         return SentenceLabel.correct, reasons
     return SentenceLabel.skip, reasons
 
