@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -153,3 +154,61 @@ def test_exact_judge_agrees_with_itself_on_synthetic_traces():
         assert a.kappa == 1.0  # both labels occur (faults injected), so kappa is defined
     assert '"kappa": 1.0' in report.to_json()
     assert "| consistency | 24 | 24 | 1.000 | 1.000 |" in report.to_markdown()
+
+
+class ConstantJudge:
+    """Says CONSISTENT and CORRECT to everything (a lazy judge)."""
+
+    name, version = "constant", "1"
+
+    def consistency(self, requests):
+        return [ConsistencyVerdict(OK, True, "VERDICT: CONSISTENT") for _ in requests]
+
+    def semantic(self, requests):
+        return [SemanticVerdict(OK, [C] * len(r.sentences), "") for r in requests]
+
+
+def test_a_constant_judge_has_zero_kappa_whatever_its_accuracy():
+    from fgrpo_core.judges.exact import ExactJudge
+
+    c_reqs, s_reqs = _synthetic_requests(24)
+    ref = ExactJudge().consistency(c_reqs)
+    share_consistent = sum(v.consistent for v in ref) / len(ref)
+    report = compare_judges(ExactJudge(), ConstantJudge(), c_reqs, s_reqs)
+    # cand always C: p_o = p_ref(C), p_e = p_ref(C) * 1 -> kappa = 0 exactly
+    assert report.consistency.accuracy == pytest.approx(share_consistent)
+    assert 0 < share_consistent < 1
+    assert report.consistency.kappa == pytest.approx(0.0, abs=1e-12)
+    assert report.semantic.kappa == pytest.approx(0.0, abs=1e-12)
+    assert report.semantic.accuracy < 1.0  # the injected hallucinations are missed
+
+
+def test_agreement_command_rejects_params_without_a_model_judge(tmp_path, capsys):
+    from flows.cmd_judges import agreement_main
+
+    params = tmp_path / "p.yaml"
+    params.write_text("name: t\n")
+    assert agreement_main(["--params", str(params)]) == 2
+    assert "judges.model_judge is not set" in capsys.readouterr().err
+    assert agreement_main(["--params", str(params), "--set", "judges.nonsense=1"]) == 2
+    assert "unknown key 'judges.nonsense'" in capsys.readouterr().err
+
+
+def test_agreement_set_is_the_staged_val_split_and_drift_is_caught(tmp_path):
+    from fgrpo_core.config import Params
+    from fgrpo_core.data.schema import to_dataset
+    from flows.cmd_judges import agreement_samples, check_against_staged
+
+    params = Params()
+    samples = agreement_samples(params, limit=6)
+    assert [s.id for s in samples] == [f"synthetic-val-{i:06d}" for i in range(6)]
+    assert all(s.trace and s.scene for s in samples)
+    # staged val (no traces) holds the same scenes and questions: accepted
+    staged = [dataclasses.replace(s, trace="", trace_faults=[]) for s in samples]
+    to_dataset(staged).save_to_disk(str(tmp_path / "val"))
+    check_against_staged(samples, tmp_path / "val")
+    # staged with other params: the differing sample is named
+    staged[3] = dataclasses.replace(staged[3], question="Something else?")
+    to_dataset(staged).save_to_disk(str(tmp_path / "val2"))
+    with pytest.raises(ValueError, match="synthetic-val-000003 differs"):
+        check_against_staged(samples, tmp_path / "val2")

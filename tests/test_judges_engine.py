@@ -118,3 +118,35 @@ def test_offline_vllm_judge_isolates_a_prompt_the_engine_rejects(vllm_engine):
     assert [v.status for v in verdicts] == [VerdictStatus.unparseable, VerdictStatus.failed, VerdictStatus.unparseable]
     assert all(math.isnan(v.score) for v in verdicts)
     assert judge.counters.consistency.failed == 1
+
+
+def test_agreement_command_end_to_end_on_vllm_serve(judge_server, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from flows.cmd_judges import agreement_main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"out_dir": str(tmp_path / "staged")},
+                "judges": {
+                    "cache_dir": str(tmp_path / "cache"),
+                    "model_judge": {"backend": "openai", "model": "tiny-judge", "base_url": judge_server.base_url,
+                                    "max_tokens": 16, "timeout_s": 120},
+                },
+            }
+        )
+    )
+    out = tmp_path / "agreement.json"
+    assert agreement_main(["--params", str(params), "--limit", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    c, s = report["consistency"], report["semantic"]
+    assert report["reference"] == "exact@1" and report["candidate"].startswith("model:tiny-judge@")
+    # the tiny model's answers are all unparseable: counted, nothing compared, no figure invented
+    assert (c["requests"], c["candidate_unparseable"], c["units"]) == (3, 3, 0)
+    assert c["accuracy"] is None and c["kappa"] is None
+    assert s["requests"] > 0 and s["candidate_unparseable"] == s["requests"] and s["units"] == 0
+    assert "| consistency | 3 | 0 | n/a | n/a | 0 | 3 | 0 | 0 |" in capsys.readouterr().out
