@@ -65,7 +65,8 @@ def test_vision_tokens_in_a_completion_are_scored_not_fed_as_images(policy):
     comp = [100, model.config.image_token_id, 101, model.config.vision_start_token_id]
     seqs = collate([prompt], [comp], proc.tokenizer.pad_token_id, vis)
     assert seqs.completion_ids[0].tolist() == comp  # targets keep what was sampled
-    assert int((seqs.input_ids == model.config.image_token_id).sum()) == 16  # only the prompt's image
+    n_image = int(prompt.image_grid_thw.prod()) // 4  # 2x2 merge
+    assert int((seqs.input_ids == model.config.image_token_id).sum()) == n_image  # only the prompt image
     with torch.no_grad():
         lp = completion_logprobs(model, seqs)
     assert torch.isfinite(lp).all() and lp[0, 1] < 0
