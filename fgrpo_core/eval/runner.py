@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
@@ -36,7 +36,7 @@ from fgrpo_core.judges.base import (
     SemanticVerdict,
     VerdictStatus,
 )
-from fgrpo_core.judges.sentences import checkable_sentences
+from fgrpo_core.judges.agreement import trace_requests
 from fgrpo_core.prompts import build_messages
 from fgrpo_core.records import PromptInput, Rollout, SamplingSettings
 from fgrpo_core.rewards.grader import Grade, grade_completions
@@ -118,6 +118,7 @@ class _Ask:
     benchmark: str
     sample: Sample
     order: OptionOrder
+    text: str = ""  # the completion, once generated
 
     @property
     def prompt_id(self) -> str:
@@ -174,8 +175,8 @@ def run_eval(
 
     t2 = time.perf_counter()
     first = [i for i, a in enumerate(asks) if a.order.shift == 0]  # one per sample
-    consistency, semantic, n_sentences = _judge(judge, [asks[i] for i in first], [grades[i] for i in first],
-                                                settings.judge_scope)
+    judged = [replace(asks[i], text=rollouts[i].text) for i in first]
+    consistency, semantic, n_sentences = _judge(judge, judged, [grades[i] for i in first], settings.judge_scope)
     t3 = time.perf_counter()
 
     # Aggregate rotations into one result per sample.
@@ -227,19 +228,21 @@ def _judge(
     not_asked = (JudgeOutcome.not_asked, math.nan)
     consistency = [not_asked] * len(asks)
     semantic = [not_asked] * len(asks)
-    sentences = [[] for _ in asks]
+    sentences = [0] * len(asks)
     c_idx, c_req, s_idx, s_req = [], [], [], []
     for i, (a, g) in enumerate(zip(asks, grades)):
-        p = g.parsed
-        if not p.think or not p.answer or (scope == "correct" and g.acc <= 0):
+        if scope == "correct" and g.acc <= 0:
             continue
         s = a.sample
-        c_idx.append(i)
-        c_req.append(ConsistencyRequest(s.question, a.order.choices, p.think, p.answer, s.scene))
-        sentences[i] = checkable_sentences(p.think)
-        if sentences[i]:
+        # the requests scoring builds from a completion (parse, split, drop trivial sentences)
+        c, sem = trace_requests(s.question, a.order.choices, a.text, s.image, s.scene)
+        if c is not None:
+            c_idx.append(i)
+            c_req.append(c)
+        if sem is not None:
+            sentences[i] = len(sem.sentences)
             s_idx.append(i)
-            s_req.append(SemanticRequest(s.question, a.order.choices, tuple(sentences[i]), s.image, s.scene))
+            s_req.append(sem)
     if c_req:
         for i, v in zip(c_idx, _expect(len(c_req), judge.consistency(c_req), "consistency judge")):
             status, score = _judge_status(v), v.score
@@ -250,4 +253,4 @@ def _judge(
         for i, v in zip(s_idx, _expect(len(s_req), judge.semantic(s_req), "semantic judge")):
             status = _judge_status(v)
             semantic[i] = (status, v.score if status is JudgeOutcome.ok else math.nan)
-    return consistency, semantic, [len(s) for s in sentences]
+    return consistency, semantic, sentences
