@@ -106,6 +106,12 @@ class BenchmarkImport(_Section):
     name: str = Field(..., description="cvbench_2d, cvbench_3d, mindcube, mmvp, omnispatial, realworldqa, sat.")
     path: str = Field(..., description="Local path of the download (HF dataset dir, parquet, or JSONL).")
     limit: int | None = Field(None, description="Import at most this many rows.")
+    split: str | None = Field(
+        None, description="Split of a saved DatasetDict to read; None = 'test', or the only split."
+    )
+    image_root: str | None = Field(
+        None, description="Folder that relative image paths start from; None = beside the annotation file."
+    )
 
 
 class DataParams(_Section):
