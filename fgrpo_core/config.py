@@ -215,7 +215,10 @@ class AdvantageMode(str, Enum):
 class FGRPOParams(_Section):
     """The constrained policy update (FGRPO.md sections 3-6)."""
 
-    out_dir: str = Field("checkpoints", description="Round checkpoints go under here.")
+    init_from: str | None = Field(
+        None, description="Policy to start from and KL reference; None = the SFT checkpoint (sft.out_dir)."
+    )
+    out_dir: str = Field("checkpoints/fgrpo", description="Round checkpoints: <out_dir>/round-<r>.")
     run_dir: str = Field("runs", description="Rollouts, scores, multiplier history, metrics.")
     mode: AdvantageMode = Field(AdvantageMode.fgrpo, description="Ablation row.")
     constraints: list[Literal["consistency", "semantic", "spatial"]] = Field(
@@ -246,6 +249,8 @@ class FGRPOParams(_Section):
     micro_batch: int = Field(8, description="Sequences per forward/backward (memory knob).")
     epochs: int = Field(1, description="Passes over a round's rollouts per policy step.")
     keep_checkpoints: Literal["all", "latest"] = Field("latest", description="Round checkpoints kept.")
+    freeze_vision: bool = Field(False, description="Keep the vision tower fixed during RL.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations (memory for compute).")
     seed: int = Field(0, description="Seed of sampling, data order and the update.")
 
 

@@ -1,0 +1,201 @@
+"""The constrained policy update of one round (FGRPO.md section 6), on accelerate.
+
+    old log-probs   recomputed by the policy that sampled the round, before any step   [ours]
+    ref log-probs   the frozen SFT policy
+    for epoch in 1..epochs:
+        shuffle the prompt groups (seeded), cut into mini-batches of ``update_batch`` prompts
+        for each mini-batch: micro-batches of ``micro_batch`` sequences, gradients accumulated
+            loss = policy_loss(...) with the mini-batch's own denominator, so the accumulated
+                   micro-batch losses equal the mini-batch loss exactly
+        clip the gradient norm, one AdamW step
+
+``accelerate`` does the device placement, DDP/FSDP/DeepSpeed wrapping (under
+``accelerate launch``) and the gradient sync; gradients are synchronised only on the last
+micro-batch of each mini-batch (``no_sync``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from fgrpo_core.loss import policy_loss
+from fgrpo_core.train.policy import EncodedPrompt, collate, completion_logprobs, vision_token_ids
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    """The fields of ``FGRPOParams`` the update reads."""
+
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    beta: float = 0.01
+    aggregation: str = "token_mean"
+    max_tokens: int = 1024  # response budget, for fixed_length aggregation
+    update_batch: int = 64  # prompts per optimiser step
+    micro_batch: int = 8  # sequences per forward/backward
+    epochs: int = 1
+    temperature: float = 1.0  # sampling temperature: log-probs are taken at it
+    freeze_vision: bool = False
+
+    @classmethod
+    def from_params(cls, p, rollout) -> "UpdateSettings":
+        return cls(lr=p.lr, weight_decay=p.weight_decay, grad_clip=p.grad_clip, clip_low=p.clip_low,
+                   clip_high=p.clip_high, beta=p.beta, aggregation=p.loss_aggregation,
+                   max_tokens=rollout.max_tokens, update_batch=p.update_batch, micro_batch=p.micro_batch,
+                   epochs=p.epochs, temperature=rollout.temperature if rollout.temperature > 0 else 1.0,
+                   freeze_vision=p.freeze_vision)
+
+
+@dataclass
+class UpdateStats:
+    loss: float
+    pg_loss: float
+    kl: float
+    clip_frac: float
+    ratio_mean: float
+    grad_norm: float  # mean pre-clip gradient norm over the optimiser steps
+    optimizer_steps: int
+    tokens: int
+    seconds: float
+
+
+def _pad(rows: Sequence[Tensor], width: int) -> Tensor:
+    out = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, r in enumerate(rows):
+        out[i, : r.numel()] = r
+    return out
+
+
+class PolicyUpdater:
+    """Holds the policy, the frozen reference, the optimiser and the scheduler."""
+
+    def __init__(self, model, ref_model, pad_token_id: int, settings: UpdateSettings, accelerator=None):
+        from accelerate import Accelerator
+        from transformers import get_scheduler
+
+        self.settings = settings
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.pad_id = pad_token_id
+        self.vision_ids = vision_token_ids(model.config)
+        if settings.freeze_vision:
+            for name, p in model.named_parameters():
+                if ".visual." in f".{name}":
+                    p.requires_grad_(False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        scheduler = get_scheduler("constant", optimizer)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.ref_model = ref_model.to(self.accelerator.device).eval() if ref_model is not None else None
+        if self.ref_model is not None:
+            self.ref_model.requires_grad_(False)
+
+    # ------------------------------------------------------------------ log-probs
+    @torch.no_grad()
+    def sequence_logprobs(self, model, prompts: Sequence[EncodedPrompt], completions: Sequence[Sequence[int]]) -> list[Tensor]:
+        """Per-rollout ``[len(c_i)]`` log-probs under ``model`` (no gradient), micro-batched."""
+        out: list[Tensor] = []
+        mb = self.settings.micro_batch
+        was_training = model.training
+        model.eval()
+        for s in range(0, len(prompts), mb):
+            batch = collate(prompts[s : s + mb], completions[s : s + mb], self.pad_id, self.vision_ids)
+            lp = completion_logprobs(model, batch.to(self.accelerator.device), self.settings.temperature).cpu()
+            out += [lp[i, : len(c)] for i, c in enumerate(completions[s : s + mb])]
+        model.train(was_training)
+        return out
+
+    # ------------------------------------------------------------------ the step
+    def step(
+        self,
+        prompts: Sequence[EncodedPrompt],  # one per rollout (repeated within a group)
+        completions: Sequence[Sequence[int]],  # sampled token ids per rollout
+        advantages: Tensor,  # [N]
+        group_ids: Tensor,  # [N] prompt group of each rollout
+        generator: torch.Generator,  # seeded: mini-batch order
+    ) -> UpdateStats:
+        st = self.settings
+        n = len(completions)
+        if not (len(prompts) == n == advantages.numel() == group_ids.numel()):
+            raise ValueError(f"update: {len(prompts)} prompts, {n} completions, {advantages.numel()} advantages, "
+                             f"{group_ids.numel()} group ids")
+        t0 = time.perf_counter()
+        old = self.sequence_logprobs(self.model, prompts, completions)
+        ref = self.sequence_logprobs(self.ref_model, prompts, completions) if st.beta else None
+
+        groups = torch.unique(group_ids)
+        sums = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "clip": 0.0, "ratio": 0.0, "tok": 0, "gn": 0.0}
+        steps = 0
+        self.model.train()
+        for _ in range(st.epochs):
+            order = groups[torch.randperm(groups.numel(), generator=generator)]
+            for g0 in range(0, order.numel(), st.update_batch):
+                chosen = torch.isin(group_ids, order[g0 : g0 + st.update_batch]).nonzero().flatten().tolist()
+                sums, gn = self._minibatch(chosen, prompts, completions, advantages, old, ref, sums)
+                sums["gn"] += gn
+                steps += 1
+        tok = max(sums["tok"], 1)
+        return UpdateStats(
+            loss=sums["loss"] / steps, pg_loss=sums["pg"] / steps, kl=sums["kl"] / tok,
+            clip_frac=sums["clip"] / tok, ratio_mean=sums["ratio"] / tok, grad_norm=sums["gn"] / steps,
+            optimizer_steps=steps, tokens=sums["tok"] // max(st.epochs, 1), seconds=time.perf_counter() - t0,
+        )
+
+    def _minibatch(self, idx, prompts, completions, advantages, old, ref, sums):
+        st = self.settings
+        lengths = [len(completions[i]) for i in idx]
+        denominator = {
+            "token_mean": float(max(sum(lengths), 1)),
+            "sequence_mean": float(max(sum(1 for n in lengths if n > 0), 1)),
+            "fixed_length": float(len(idx) * st.max_tokens),
+        }[st.aggregation]
+        dev = self.accelerator.device
+        self.optimizer.zero_grad(set_to_none=True)
+        chunks = [idx[s : s + st.micro_batch] for s in range(0, len(idx), st.micro_batch)]
+        for k, chunk in enumerate(chunks):
+            batch = collate([prompts[i] for i in chunk], [completions[i] for i in chunk], self.pad_id,
+                            self.vision_ids).to(dev)
+            width = batch.completion_ids.shape[1]
+            sync = contextlib.nullcontext() if k == len(chunks) - 1 else self.accelerator.no_sync(self.model)
+            with sync:
+                logp = completion_logprobs(self.model, batch, st.temperature)
+                loss, stats = policy_loss(
+                    logp,
+                    _pad([old[i] for i in chunk], width).to(dev),
+                    _pad([ref[i] for i in chunk], width).to(dev) if ref is not None else None,
+                    advantages[chunk].to(dev, torch.float32),
+                    batch.completion_mask,
+                    clip_low=st.clip_low, clip_high=st.clip_high, beta=st.beta,
+                    aggregation=st.aggregation, max_length=st.max_tokens, denominator=denominator,
+                )
+                self.accelerator.backward(loss)
+            sums["loss"] += float(loss)
+            sums["pg"] += stats.pg_loss
+            sums["kl"] += stats.kl * stats.tokens
+            sums["clip"] += stats.clip_frac * stats.tokens
+            sums["ratio"] += stats.ratio_mean * stats.tokens
+            sums["tok"] += stats.tokens
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), st.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return sums, float(grad_norm)
+
+    # ------------------------------------------------------------------ state
+    def named_weights(self):
+        """The policy's parameters under transformers names (for the vLLM push and saving)."""
+        return self.accelerator.unwrap_model(self.model).state_dict().items()
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
