@@ -265,7 +265,10 @@ def to_model_frame(
         return image, list(boxes), (1.0, 1.0)
     sx, sy = w / w0, h / h0
     resized = image.resize((w, h), Image.Resampling.BICUBIC)
-    return resized, [b.scaled(sx, sy) for b in boxes], (sx, sy)
+    scaled = [b.scaled(sx, sy) for b in boxes]
+    # x2 = w0 scales to w up to float rounding (w0 * (w / w0) may exceed w by 1e-13): clamp
+    scaled = [Box(b.label, max(0.0, b.x1), max(0.0, b.y1), min(float(w), b.x2), min(float(h), b.y2)) for b in scaled]
+    return resized, scaled, (sx, sy)
 
 
 # --------------------------------------------------------------------------------------------
