@@ -87,6 +87,16 @@ def test_failed_verdict_is_never_counted_as_consistent():
     assert m.inconsistency_upper.value == 1.0
 
 
+def test_ir_is_undefined_without_any_verdict():
+    # nothing parsed, nothing judged: IR is not 0 ("perfectly consistent") but undefined
+    rows = [res(f"r{i}", False, wf=False, c=(NOT_ASKED, NAN), s=(NOT_ASKED, NAN)) for i in range(4)]
+    m = group_metrics(rows, n_boot=50).metrics
+    assert not m.inconsistency_rate.defined and not m.inconsistency_upper.defined
+    # one verdict is enough: 0 inconsistent of 4 samples (3 never judged) -> IR = 0/4
+    rows[0] = res("r0", True, c=(OK, 1.0))
+    assert group_metrics(rows, n_boot=50).metrics.inconsistency_rate.value == 0.0
+
+
 def test_undefined_metrics_are_nan_not_zero():
     m = group_metrics([res("a", s=(NOT_ASKED, NAN))], n_boot=50).metrics
     assert not m.semantic_grounding.defined  # no R_S anywhere

@@ -19,6 +19,8 @@ not inconsistent and stays in the denominator, as "all samples" says. A sample w
 inconsistent, so it leaves both numerator and denominator (``N - #C_failed``); the failed count
 is reported beside IR, and ``inconsistency_upper`` gives the worst case in which every failed
 verdict was an inconsistency. With no judge failures the two agree with the paper's definition.
+A group in which no consistency verdict came back at all has IR undefined (NaN, shown as "—"),
+not 0: a policy whose completions never parse is not "perfectly consistent".
 
 The mean over benchmarks is the macro average (the paper's "mean over 7 benchmarks"): each
 benchmark weighs the same whatever its size. Its interval resamples every benchmark
@@ -151,10 +153,22 @@ class EvalMetrics:
 
 
 # --------------------------------------------------------------------------------------------
+_IR = METRIC_NAMES.index("inconsistency_rate")
+_IR_UPPER = METRIC_NAMES.index("inconsistency_upper")
+
+
 def metric_arrays(results: Sequence[SampleResult]) -> tuple[np.ndarray, np.ndarray]:
-    """num, den [M, n]: each metric's per-sample numerator and denominator."""
+    """num, den [M, n]: each metric's per-sample numerator and denominator.
+
+    IR is undefined (den = 0) for a group in which the judge gave no verdict at all, and IR
+    (worst) where it was never even asked: "0% inconsistent" must not be read off zero evidence.
+    """
     num = np.array([[m.num(r) for r in results] for m in METRICS], dtype=np.float64).reshape(len(METRICS), -1)
     den = np.array([[m.den(r) for r in results] for m in METRICS], dtype=np.float64).reshape(len(METRICS), -1)
+    if not any(r.consistency_status is JudgeOutcome.ok for r in results):
+        den[_IR] = 0.0
+    if all(r.consistency_status is JudgeOutcome.not_asked for r in results):
+        den[_IR_UPPER] = 0.0
     return num, den
 
 

@@ -212,7 +212,7 @@ def markdown_report(
         "- IR leaves samples whose consistency verdict failed (unparseable or no answer) out of "
         "numerator and denominator; samples never judged (no reasoning or answer, or outside the "
         "judge scope) count as not inconsistent. *IR (worst)* counts every failed verdict as "
-        "inconsistent.",
+        "inconsistent. IR is undefined (—) where no verdict came back at all.",
         "- Circular benchmarks ask every rotation of the options; a sample is correct only if all "
         "rotations are. Other metrics use rotation 0 (the staged option order).",
         "",
