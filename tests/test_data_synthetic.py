@@ -180,3 +180,10 @@ def test_model_frame_scales_scene_with_image():
             assert ob["box"] == [2 * v for v in oa["box"]]
         for ba, bb in zip(a.boxes, b.boxes):
             assert (bb.x1, bb.y2) == (2 * ba.x1, 2 * ba.y2)
+
+
+def test_generate_samples_uses_the_default_model_frame():
+    from fgrpo_core.data.synthetic import generate_samples
+
+    got = generate_samples(PARAMS, n=5, split="demo")
+    assert samples_hash(got) == samples_hash(generate_split(PARAMS, "demo", 5, MIN_PX, MAX_PX))

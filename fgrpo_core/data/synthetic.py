@@ -482,3 +482,13 @@ def generate_split(params: SyntheticDataParams, split: str, n: int, min_pixels: 
                    with_trace: bool = False) -> list[Sample]:
     """``n`` samples of one split; tasks cycle in ``params.tasks`` order."""
     return [generate_item(params, split, i, min_pixels, max_pixels, with_trace).sample for i in range(n)]
+
+
+def generate_samples(params: SyntheticDataParams, n: int, split: str, min_pixels: int | None = None,
+                     max_pixels: int | None = None, with_trace: bool = False) -> list[Sample]:
+    """:func:`generate_split` with the model frame defaulting to ``ModelParams``' pixel bounds."""
+    from fgrpo_core.config import ModelParams
+
+    defaults = ModelParams()
+    return generate_split(params, split, n, defaults.min_pixels if min_pixels is None else min_pixels,
+                          defaults.max_pixels if max_pixels is None else max_pixels, with_trace)
