@@ -113,6 +113,13 @@ def test_evaluate_command_writes_metrics_report_and_plots(tiny_eval, vllm_engine
         assert 0.0 <= b.overall.metrics.accuracy.value <= 1.0
         assert b.overall.metrics.response_len.value <= MAX_TOKENS
 
+    with (root / "metrics" / "eval_benchmarks.csv").open() as f:  # the DVC bar-plot table
+        table = {r["benchmark"]: r for r in csv.DictReader(f)}
+    assert sorted(table) == ["mean", "sat", "synthetic"]
+    assert float(table["synthetic"]["accuracy"]) == m.benchmarks["synthetic"].overall.metrics.accuracy.value
+    sem = m.benchmarks["synthetic"].overall.metrics.semantic_grounding
+    assert (table["synthetic"]["semantic_grounding"] == "") == (not sem.defined)  # undefined -> empty cell
+
     rows = read_samples(root / "metrics" / "eval_samples.jsonl")
     assert len(rows) == 4
     by_id = {r.sample_id: r for r in rows}

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 from fgrpo_core.eval.curves import read_multipliers, read_train_metrics
 from fgrpo_core.eval.plots import plot_benchmark_bars, plot_curriculum, plot_training_curves
-from fgrpo_core.eval.report import markdown_report, write_metrics_json
+from fgrpo_core.eval.report import markdown_report, write_benchmark_table, write_metrics_json
 from fgrpo_core.eval.results import write_samples
 from fgrpo_core.eval.runner import EvalResult
 
@@ -23,6 +23,7 @@ REPORT_MD = "eval.md"
 class EvalOutputs:
     metrics: Path
     samples: Path
+    table: Path
     report: Path
     plots: list[Path] = field(default_factory=list)
 
@@ -39,7 +40,8 @@ def write_eval_outputs(
     taus: Mapping[str, float] | None = None,
     n_examples: int = 1,
 ) -> EvalOutputs:
-    """eval.json, the per-sample JSONL, ``report_dir/eval.md`` and its PNGs.
+    """eval.json, the per-sample JSONL, ``<metrics stem>_benchmarks.csv`` (one row per benchmark,
+    for DVC plots) beside eval.json, ``report_dir/eval.md`` and its PNGs.
 
     Training histories are plotted when their paths are given and exist (an evaluation of a
     checkpoint that was not trained here has none).
@@ -48,6 +50,7 @@ def write_eval_outputs(
     report_dir.mkdir(parents=True, exist_ok=True)
     metrics = write_metrics_json(result.metrics, metrics_path)
     samples = write_samples(result.samples, samples_path)
+    table = write_benchmark_table(result.metrics, benchmark_table_path(metrics_path))
     plots: list[tuple[str, Path]] = [
         ("Per benchmark", plot_benchmark_bars([(run_name, result.metrics)], report_dir / BENCHMARKS_PNG))
     ]
@@ -74,4 +77,10 @@ def write_eval_outputs(
     )
     report = report_dir / REPORT_MD
     report.write_text(text)
-    return EvalOutputs(metrics, samples, report, [p for _, p in plots])
+    return EvalOutputs(metrics, samples, table, report, [p for _, p in plots])
+
+
+def benchmark_table_path(metrics_path: str | Path) -> Path:
+    """metrics/eval.json -> metrics/eval_benchmarks.csv"""
+    p = Path(metrics_path)
+    return p.with_name(f"{p.stem}_benchmarks.csv")

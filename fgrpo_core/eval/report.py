@@ -71,6 +71,28 @@ def write_metrics_json(m: EvalMetrics, path: str | Path) -> Path:
     return path
 
 
+def write_benchmark_table(m: EvalMetrics, path: str | Path) -> Path:
+    """One CSV row per benchmark and one for the macro mean (for DVC bar plots).
+
+    Columns: benchmark, n, then every metric with its _lo/_hi (fractions; empty where undefined).
+    """
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = [c for k in METRIC_NAMES for c in (k, f"{k}_lo", f"{k}_hi")]
+    rows = [(name, b.overall.counts.n, _metric_dict(b.overall.metrics)) for name, b in m.benchmarks.items()]
+    rows.append(("mean", sum(b.overall.counts.n for b in m.benchmarks.values()), _metric_dict(m.mean)))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["benchmark", "n", *cols])
+        for name, n, d in rows:
+            w.writerow([name, n, *("" if d[c] is None else d[c] for c in cols)])
+    tmp.replace(path)
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # Reading back (gate, compare)
 # --------------------------------------------------------------------------------------------
