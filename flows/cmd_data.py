@@ -31,8 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
 
+    import datasets
+
     from fgrpo_core.data.schema import SchemaError
     from fgrpo_core.data.stage import stage_data
+
+    datasets.disable_progress_bars()  # one summary below instead of a bar per split
 
     try:
         manifest = stage_data(params.data, params.model.min_pixels, params.model.max_pixels, params.data.out_dir)
