@@ -298,3 +298,34 @@ def test_grade_completions_checks_lengths():
 def test_mask_unless_correct():
     assert mask_unless_correct(0.0, acc=1.0) == 0.0
     assert math.isnan(mask_unless_correct(1.0, acc=0.0))
+
+
+def test_shared_ground_truth_objects_and_array_inputs():
+    # The G rollouts of a prompt pass the same ground-truth list: read once, same answers.
+    rng = np.random.default_rng(3)
+    cases = [_clustered_case(rng) for _ in range(20)]
+    preds = [p for p, _ in cases for _ in range(3)]
+    shared = [g.tolist() for _, g in cases]
+    gts_shared = [shared[k // 3] for k in range(60)]
+    gts_copies = [list(map(tuple, shared[k // 3])) for k in range(60)]
+    a, b = spatial_grounding_batch(preds, gts_shared), spatial_grounding_batch(preds, gts_copies)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(spatial_grounding_batch([np.asarray(p) for p in preds], [np.asarray(g) for g in gts_copies]), a)
+    # An invalid box in a shared list is reported with a rollout that uses it
+    bad = [[0, 0, 1, 1], [3, 3, 2, 9]]
+    with pytest.raises(ValueError, match=r"gts\[1\]: ground-truth box 1"):
+        spatial_grounding_batch([[], [], []], [[[0, 0, 1, 1]], bad, bad])
+
+
+@pytest.mark.parametrize(
+    "preds, message",
+    [
+        ([[(1, 2, 3)]], r"preds\[0\]: boxes must have shape \[K, 4\], got \(1, 3\)"),
+        ([[], [(0, 0, 1, 1), (1, 2, 3, 4, 5)]], r"preds\[1\]: cannot read boxes"),
+        ([[], ["a box"]], r"preds\[1\]: cannot read boxes"),
+        ([None], r"preds\[0\]"),
+    ],
+)
+def test_malformed_box_lists_are_named(preds, message):
+    with pytest.raises(ValueError, match=message):
+        spatial_grounding_batch(preds, [[(0, 0, 1, 1)]] * len(preds))

@@ -20,17 +20,20 @@ Choices **[ours]** (FGRPO.md marks the clip as ours; the rest is fixed here):
 - Boxes are (x1, y1, x2, y2) in absolute pixels of the image the model saw (after the
   processor's resize); predictions and ground truth must share that frame (PITFALLS.md).
 
-Speed: ``spatial_grounding_batch`` groups rollouts by (N_pred, N_gt), computes every CIoU of a
-group in one vectorised numpy expression, and proves most matchings optimal without the
-Hungarian solver: when the row-wise maxima of S fall in distinct columns, taking them is a
-matching whose value equals the upper bound sum_i max_j S_ij, so it is optimal (likewise for
-columns). Only the remaining rollouts call ``scipy.optimize.linear_sum_assignment``.
+Speed (``bench/rewards.py``): ``spatial_grounding_batch`` reads all boxes of all rollouts in one
+pass (a ground-truth list shared by the G rollouts of a prompt once), groups rollouts by
+(N_pred, N_gt) rounded up to even (padding boxes are NaN and score 0), tests overlap for every
+pair of a group at once and evaluates CIoU only on overlapping pairs (elsewhere IoU = 0, so
+CIoU <= 0 and S = 0). Most matchings are then proved optimal without the Hungarian solver:
+when the positive row maxima of S fall in distinct columns, taking them is a matching whose
+value equals the upper bound sum_i max_j S_ij (likewise for columns). Only the remaining
+rollouts call ``scipy.optimize.linear_sum_assignment``.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from itertools import chain
 from typing import Sequence
 
 import numpy as np
@@ -39,7 +42,7 @@ from scipy.optimize import linear_sum_assignment
 BoxesLike = Sequence[Sequence[float]] | np.ndarray  # [K, 4] as (x1, y1, x2, y2)
 
 MAX_COORD = 1e7  # pixels; beyond this a coordinate is garbage (and squares would overflow)
-_DUMMY_BOX = np.array([0.0, 0.0, 1.0, 1.0])  # stands in for invalid boxes before masking
+_DUMMY_BOX = np.array([0.0, 0.0, 1.0, 1.0])  # stands in for invalid boxes, then masked to 0
 
 
 def _as_array(boxes: BoxesLike, what: str) -> np.ndarray:
@@ -74,95 +77,153 @@ def _check_gt(gt: np.ndarray, what: str) -> None:
 
 
 def _ciou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """CIoU of valid boxes, batched: pred [R, N, 4], gt [R, M, 4] -> [R, N, M] float64."""
-    px1, py1, px2, py2 = (pred[..., i] for i in range(4))  # [R, N]
-    gx1, gy1, gx2, gy2 = (gt[..., i] for i in range(4))  # [R, M]
+    """CIoU of valid boxes, elementwise over broadcast shapes: [..., 4] x [..., 4] -> [...]."""
+    px1, py1, px2, py2 = (pred[..., i] for i in range(4))
+    gx1, gy1, gx2, gy2 = (gt[..., i] for i in range(4))
     pw, ph, gw, gh = px2 - px1, py2 - py1, gx2 - gx1, gy2 - gy1
-    # Per-box terms once, pairwise terms by broadcasting [R, N, 1] against [R, 1, M].
-    p_area, g_area = pw * ph, gw * gh
-    p_atan, g_atan = np.arctan(pw / ph), np.arctan(gw / gh)
-    p_cx, p_cy, g_cx, g_cy = px1 + px2, py1 + py2, gx1 + gx2, gy1 + gy2  # 2x the centres
-
-    def pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return a[:, :, None], b[:, None, :]
-
-    lo_x, hi_x = np.maximum(*pair(px1, gx1)), np.minimum(*pair(px2, gx2))
-    lo_y, hi_y = np.maximum(*pair(py1, gy1)), np.minimum(*pair(py2, gy2))
-    inter = np.clip(hi_x - lo_x, 0.0, None) * np.clip(hi_y - lo_y, 0.0, None)  # [R, N, M]
-    union = p_area[:, :, None] + g_area[:, None, :] - inter
-    iou = inter / union
-    cw = np.maximum(*pair(px2, gx2)) - np.minimum(*pair(px1, gx1))  # enclosing box
-    ch = np.maximum(*pair(py2, gy2)) - np.minimum(*pair(py1, gy1))
-    rho2 = ((p_cx[:, :, None] - g_cx[:, None, :]) ** 2 + (p_cy[:, :, None] - g_cy[:, None, :]) ** 2) / 4
-    v = (4 / math.pi**2) * (g_atan[:, None, :] - p_atan[:, :, None]) ** 2
-    denom = 1.0 - iou + v
-    alpha = np.divide(v, denom, out=np.zeros_like(v), where=denom > 0)
-    return iou - rho2 / (cw * cw + ch * ch) - alpha * v
-
-
-def _scores(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Raw CIoU with invalid predicted rows set to 0, and S = max(CIoU, 0). Shapes [R, N, M]."""
-    ok = valid_boxes(pred)  # [R, N]
-    safe = np.where(ok[..., None], pred, _DUMMY_BOX)
-    c = np.where(ok[..., None], _ciou(safe, gt), 0.0)
-    return c, np.clip(c, 0.0, None)
+    # Signed overlap per axis; the enclosing box's side is then w_p + w_g - overlap.
+    dx = np.minimum(px2, gx2) - np.maximum(px1, gx1)
+    dy = np.minimum(py2, gy2) - np.maximum(py1, gy1)
+    cw, ch = (pw + gw) - dx, (ph + gh) - dy
+    inter = np.maximum(dx, 0.0) * np.maximum(dy, 0.0)
+    iou = inter / ((pw * ph + gw * gh) - inter)
+    rho2 = ((px1 + px2) - (gx1 + gx2)) ** 2 + ((py1 + py2) - (gy1 + gy2)) ** 2  # 4 x centre distance^2
+    v = (4 / math.pi**2) * (np.arctan(gw / gh) - np.arctan(pw / ph)) ** 2  # arctan per box
+    denom = (1.0 - iou) + v
+    alpha_v = np.divide(v * v, denom, out=np.zeros_like(v), where=denom > 0)  # alpha * v
+    return iou - rho2 / (4 * (cw * cw + ch * ch)) - alpha_v
 
 
 def ciou_matrix(pred: BoxesLike, gt: BoxesLike) -> np.ndarray:
     """[N, M] Complete IoU of predicted vs ground-truth boxes; rows of invalid predictions are 0."""
     p, g = _as_array(pred, "pred"), _as_array(gt, "gt")
     _check_gt(g, "gt")
-    if len(p) == 0 or len(g) == 0:
-        return np.zeros((len(p), len(g)))
-    return _scores(p[None], g[None])[0][0]
+    ok = valid_boxes(p)  # [N]
+    c = _ciou(np.where(ok[:, None], p, _DUMMY_BOX)[:, None, :], g[None, :, :])  # [N, M]
+    return np.where(ok[:, None], c, 0.0)
+
+
+def _clipped_scores(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """S = max(CIoU, 0) [R, N, M] for pred [R, N, 4], gt [R, M, 4]; NaN boxes (invalid or
+    padding) score 0.
+
+    Where two boxes do not overlap, IoU = 0 and CIoU = -rho^2/c^2 - alpha v <= 0, so S = 0:
+    the full formula runs only on overlapping pairs (NaN boxes overlap nothing).
+    """
+
+    def overlap(lo: int, hi: int) -> np.ndarray:  # signed overlap along one axis, [R, N, M]
+        return np.minimum(pred[:, :, None, hi], gt[:, None, :, hi]) - np.maximum(
+            pred[:, :, None, lo], gt[:, None, :, lo]
+        )
+
+    r, i, j = np.nonzero((overlap(0, 2) > 0) & (overlap(1, 3) > 0))
+    s = np.zeros(pred.shape[:2] + gt.shape[1:2])
+    s[r, i, j] = np.maximum(_ciou(pred[r, i], gt[r, j]), 0.0)
+    return s
 
 
 def _best_matching_values(s: np.ndarray) -> np.ndarray:
     """[R] max over matchings of sum S, for S [R, N, M] >= 0 (certificate, else Hungarian)."""
     r, n, m = s.shape
-    row_max, row_arg = s.max(2), s.argmax(2)  # [R, N]
-    col_max, col_arg = s.max(1), s.argmax(1)  # [R, M]
+    row_arg, col_arg = s.argmax(2), s.argmax(1)  # [R, N], [R, M]
+    row_max = np.take_along_axis(s, row_arg[:, :, None], 2)[:, :, 0]  # [R, N]
+    col_max = np.take_along_axis(s, col_arg[:, None, :], 1)[:, 0, :]  # [R, M]
 
     def distinct(arg: np.ndarray, pos: np.ndarray, size: int) -> np.ndarray:
         # [R] True when the positive maxima of each rollout sit in pairwise distinct slots
-        hits = np.zeros((r, size), dtype=np.int64)
-        rows = np.broadcast_to(np.arange(r)[:, None], arg.shape)
-        np.add.at(hits, (rows[pos], arg[pos]), 1)
+        slot = (np.arange(r)[:, None] * size + arg)[pos]
+        hits = np.bincount(slot, minlength=r * size).reshape(r, size)
         return (hits <= 1).all(1)
 
     by_rows = distinct(row_arg, row_max > 0, m)
     by_cols = distinct(col_arg, col_max > 0, n)
     out = np.where(by_rows, row_max.sum(1), col_max.sum(1))
-    for i in np.flatnonzero(~by_rows & ~by_cols):
-        ri, ci = linear_sum_assignment(s[i], maximize=True)
-        out[i] = s[i][ri, ci].sum()
+    hard = np.flatnonzero(~by_rows & ~by_cols)
+    if len(hard):
+        pairs = [linear_sum_assignment(s[i], maximize=True) for i in hard]
+        k = min(n, m)  # every matching has min(N, M) pairs
+        rows, cols = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+        out[hard] = s[np.repeat(hard, k), rows, cols].reshape(len(hard), k).sum(1)
     return out
+
+
+def _flatten(
+    per_rollout: Sequence[BoxesLike], what: str, share: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All boxes as one [K, 4] array, and each rollout's offset and count into it ([R], [R]).
+
+    One pass over the numbers, no per-rollout numpy call. ``share=True`` reads a box list that
+    several rollouts pass as the same object once (the G rollouts of a prompt share their
+    sample's ground truth). A shape problem is reported with the rollout's index.
+    """
+    if share:
+        ids = np.fromiter(map(id, per_rollout), dtype=np.uint64, count=len(per_rollout))
+        _, first, which = np.unique(ids, return_index=True, return_inverse=True)
+        distinct = [per_rollout[i] for i in first.tolist()]
+    else:
+        distinct, which = list(per_rollout), None
+    try:
+        counts = np.fromiter(map(len, distinct), dtype=np.int64, count=len(distinct))
+        boxes = list(chain.from_iterable(distinct))
+        if set(map(len, boxes)) - {4}:
+            raise ValueError("a box does not have 4 numbers")
+        arr = np.fromiter(chain.from_iterable(boxes), dtype=np.float64, count=4 * len(boxes))
+    except (TypeError, ValueError):
+        for i, b in enumerate(per_rollout):  # find and name the culprit
+            _as_array(b, f"{what}[{i}]")
+        raise ValueError(f"{what}: cannot read the boxes as [K, 4] numbers") from None
+    starts = np.cumsum(counts) - counts
+    if which is not None:
+        starts, counts = starts[which], counts[which]
+    return arr.reshape(-1, 4), starts, counts
 
 
 def spatial_grounding_batch(preds: Sequence[BoxesLike], gts: Sequence[BoxesLike]) -> np.ndarray:
-    """[R] R_G of many rollouts (NaN where a sample has no ground-truth box)."""
+    """[R] R_G of many rollouts (NaN where a sample has no ground-truth box).
+
+    Rollouts of one prompt may pass the same ground-truth object; it is then read once.
+    """
     if len(preds) != len(gts):
         raise ValueError(f"preds has {len(preds)} rollouts but gts has {len(gts)}")
-    out = np.full(len(preds), np.nan)
-    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
-    p_arrays, g_arrays = [], []
-    for i, (p, g) in enumerate(zip(preds, gts)):
-        pa, ga = _as_array(p, f"preds[{i}]"), _as_array(g, f"gts[{i}]")
-        _check_gt(ga, f"gts[{i}]")
-        p_arrays.append(pa)
-        g_arrays.append(ga)
-        if len(ga) == 0:
-            continue  # not applicable: stays NaN
-        if len(pa) == 0:
-            out[i] = 0.0  # ground truth exists, model cited nothing
+    p_flat, p_start, n = _flatten(preds, "preds")  # [Kp, 4], [R], [R]
+    g_flat, g_start, m = _flatten(gts, "gts", share=True)  # [Kg, 4], [R], [R]
+    p_flat[~valid_boxes(p_flat)] = np.nan  # an invalid prediction overlaps nothing: scores 0
+    g_ok = valid_boxes(g_flat)
+    if not g_ok.all():
+        k = int(np.flatnonzero(~g_ok)[0])
+        i = int(np.flatnonzero((g_start <= k) & (k < g_start + m))[0])  # a rollout holding box k
+        _check_gt(g_flat[g_start[i] : g_start[i] + m[i]], f"gts[{i}]")
+
+    # A NaN box appended at the end is what padding points to; it overlaps nothing.
+    p_padded, g_padded = (np.concatenate([a, np.full((1, 4), np.nan)]) for a in (p_flat, g_flat))
+
+    out = np.where(m == 0, np.nan, 0.0)  # no ground truth: NaN; ground truth, no boxes: 0
+    todo = np.flatnonzero((n > 0) & (m > 0))
+    # Buckets of padded shape (sides rounded up to even): a few dozen numpy calls per batch
+    # at the cost of < 1 padding box per side. Padding scores 0, which changes no matching's value.
+    pad_n, pad_m = _bucket_size(n[todo]), _bucket_size(m[todo])
+    key = pad_n * (int(pad_m.max(initial=0)) + 1) + pad_m
+    order = np.argsort(key, kind="stable")
+    todo, key = todo[order], key[order]
+    for idx in np.split(todo, np.flatnonzero(np.diff(key)) + 1):
+        if not len(idx):
             continue
-        buckets[(len(pa), len(ga))].append(i)
-    for (n, m), idx in buckets.items():
-        p = np.stack([p_arrays[i] for i in idx])  # [K, n, 4]
-        g = np.stack([g_arrays[i] for i in idx])  # [K, m, 4]
-        _, s = _scores(p, g)
-        out[idx] = _best_matching_values(s) / max(n, m)
+        bn, bm = int(_bucket_size(n[idx[:1]])[0]), int(_bucket_size(m[idx[:1]])[0])
+        p = _gather(p_padded, p_start[idx], n[idx], bn)  # [K, bn, 4], NaN padding
+        g = _gather(g_padded, g_start[idx], m[idx], bm)  # [K, bm, 4]
+        out[idx] = _best_matching_values(_clipped_scores(p, g)) / np.maximum(n[idx], m[idx])
     return out
+
+
+def _bucket_size(k: np.ndarray) -> np.ndarray:
+    """Padded side length: 1 and 2 stay, larger counts round up to even (3 -> 4, 9 -> 10)."""
+    return np.where(k <= 2, k, k + (k % 2))
+
+
+def _gather(padded: np.ndarray, start: np.ndarray, count: np.ndarray, size: int) -> np.ndarray:
+    """Rollouts' boxes padded to ``size`` with the last row of ``padded`` (a NaN box): [K, size, 4]."""
+    j = np.arange(size)
+    return padded[np.where(j < count[:, None], start[:, None] + j, len(padded) - 1)]
 
 
 def spatial_grounding(pred: BoxesLike, gt: BoxesLike) -> float:
