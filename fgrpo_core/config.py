@@ -233,12 +233,20 @@ class FGRPOParams(_Section):
     lambda_init: float = Field(1.0, description="lambda_k(0) (paper: 1).")
     lambda_min_count: int = Field(8, description="Skip a dual step with fewer applicable rollouts.")
     adv_eps: float = Field(1e-4, description="epsilon in (r - mu) / (sigma + epsilon).")
-    whiten: bool = Field(True, description="Whiten the combined advantage over the batch.")
+    adv_std_unbiased: bool = Field(
+        True, description="Group and whitening std divide by n - 1 (as TRL/verl); False = by n."
+    )
+    whiten: bool = Field(
+        True, description="Whiten the decoupled advantage over the batch (fgrpo, fgrpo_fixed modes)."
+    )
     clip_low: float = Field(0.2, description="epsilon_low of the clipped surrogate (paper: 0.2).")
     clip_high: float = Field(0.28, description="epsilon_high (paper: 0.28).")
     beta: float = Field(0.01, description="KL coefficient to the SFT reference (paper: 0.01).")
     loss_aggregation: Literal["token_mean", "sequence_mean", "fixed_length"] = Field(
         "token_mean", description="How per-token losses are averaged."
+    )
+    loss_max_length: int | None = Field(
+        None, description="fixed_length divides by N * this; None = rollout.max_tokens."
     )
     lr: float = Field(1e-6, description="AdamW learning rate (paper: 1e-6).")
     weight_decay: float = Field(0.01, description="AdamW weight decay (paper: 0.01).")
