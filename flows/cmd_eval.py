@@ -18,7 +18,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from fgrpo_core.config import JudgeParams, Params, ParamsError, load_params
 from fgrpo_core.eval.compare import RunEval, compare_runs, comparison_markdown
@@ -65,8 +65,12 @@ class RoutedJudge:
         return self.s.semantic(requests)
 
 
-def build_judge(jp: JudgeParams, llm: Any = None) -> Any:
-    """The judge the params ask for: exact verifier and/or a cached model judge."""
+def build_judge(jp: JudgeParams, judge_llm: Callable[[str], Any] | None = None) -> Any:
+    """The judge the params ask for: exact verifier and/or a cached model judge.
+
+    ``judge_llm(model)`` builds the ``vllm.LLM`` of a ``backend: vllm`` judge; it is called only
+    for that backend (never hand the *policy's* engine to the judge: it would judge itself).
+    """
     from fgrpo_core.judges.exact import ExactJudge
 
     exact, model = ExactJudge(), None
@@ -76,6 +80,11 @@ def build_judge(jp: JudgeParams, llm: Any = None) -> Any:
         from fgrpo_core.judges.cache import CachedJudge, VerdictCache
         from fgrpo_core.judges.model import model_judge_from_endpoint
 
+        llm = None
+        if jp.model_judge.backend == "vllm":
+            if judge_llm is None:
+                raise ParamsError("judges.model_judge.backend is 'vllm' but no way to start its engine was given")
+            llm = judge_llm(jp.model_judge.model)
         model = CachedJudge(model_judge_from_endpoint(jp.model_judge, llm), VerdictCache(jp.cache_dir))
     pick = {"exact": exact, "model": model}
     c, s = pick[jp.consistency], pick[jp.semantic]
@@ -101,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fgrpo evaluate: {err}", file=sys.stderr)
         return 2
     from fgrpo_core.eval.outputs import write_eval_outputs
-    from fgrpo_core.eval.runner import EvalSettings, load_test_splits, run_eval
+    from fgrpo_core.eval.runner import EvalSettings, generate, load_test_splits, score
     from fgrpo_core.rollout.vllm_engine import VLLMEngine
 
     ep = params.eval
@@ -112,18 +121,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"evaluating {checkpoint} on {', '.join(f'{b} ({len(s)})' for b, s in splits.items())}", flush=True)
     r = params.rollout
-    engine = VLLMEngine(
-        checkpoint, dtype=params.model.dtype, max_model_len=r.max_model_len, seed=params.seed,
-        tensor_parallel_size=r.tensor_parallel_size, gpu_memory_utilization=r.gpu_memory_utilization,
-        cpu_kvcache_gib=r.cpu_kvcache_gib, enforce_eager=r.enforce_eager,
-        trust_remote_code=params.model.trust_remote_code,
-        min_pixels=params.model.min_pixels, max_pixels=params.model.max_pixels,
-    )
+
+    def start_engine(path: str | Path) -> VLLMEngine:
+        return VLLMEngine(
+            path, dtype=params.model.dtype, max_model_len=r.max_model_len, seed=params.seed,
+            tensor_parallel_size=r.tensor_parallel_size, gpu_memory_utilization=r.gpu_memory_utilization,
+            cpu_kvcache_gib=r.cpu_kvcache_gib, enforce_eager=r.enforce_eager,
+            trust_remote_code=params.model.trust_remote_code,
+            min_pixels=params.model.min_pixels, max_pixels=params.model.max_pixels,
+        )
+
+    settings = EvalSettings.from_params(ep)
+    # Generate, then free the policy's engine before a vLLM judge (if any) takes the accelerator.
+    engine = start_engine(checkpoint)
     try:
-        judge = build_judge(params.judges, llm=engine.llm)
-        result = run_eval(engine, judge, splits, EvalSettings.from_params(ep))
+        generated = generate(engine, splits, settings)
     finally:
         engine.close()
+    judge_engines: list[VLLMEngine] = []
+
+    def judge_llm(model: str) -> Any:
+        judge_engines.append(start_engine(model))
+        return judge_engines[-1].llm
+
+    try:
+        result = score(generated, build_judge(params.judges, judge_llm), settings)
+    finally:
+        for e in judge_engines:
+            e.close()
     run_dir = Path(params.fgrpo.run_dir)
     f = params.fgrpo
     out = write_eval_outputs(

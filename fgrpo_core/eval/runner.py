@@ -135,13 +135,18 @@ def _expect(n: int, got: list, what: str) -> list:
     return got
 
 
-def run_eval(
-    engine: RolloutEngine,
-    judge: Judge,
-    splits: Mapping[str, Sequence[Sample]],
-    settings: EvalSettings,
-) -> EvalResult:
-    """Evaluate ``engine``'s policy on every split (``{benchmark: samples}``)."""
+@dataclass(frozen=True)
+class Generated:
+    """Every completion of one evaluation, before grading and judging."""
+
+    asks: list[_Ask]  # one per (sample, option order), with its completion text
+    rollouts: list[Rollout]  # aligned with asks
+    policy_version: int
+    generate_s: float
+
+
+def generate(engine: RolloutEngine, splits: Mapping[str, Sequence[Sample]], settings: EvalSettings) -> Generated:
+    """Greedy pass@1: one completion per sample and option order (all rotations if circular)."""
     asks: list[_Ask] = []
     for bench, samples in splits.items():
         samples = list(samples)[: settings.limit] if settings.limit is not None else list(samples)
@@ -164,7 +169,13 @@ def run_eval(
     if lost or len(batch.rollouts) != len(asks):
         raise RuntimeError(f"engine returned {len(batch.rollouts)} rollouts for {len(asks)} prompts; missing {lost[:3]}")
     rollouts = [by_id[i] for i in ids]
+    asks = [replace(a, text=r.text) for a, r in zip(asks, rollouts)]
+    return Generated(asks, rollouts, batch.policy_version, time.perf_counter() - t0)
 
+
+def score(gen: Generated, judge: Judge, settings: EvalSettings) -> EvalResult:
+    """Grade every completion (the training grader), judge rotation 0, aggregate, add intervals."""
+    asks, rollouts = gen.asks, gen.rollouts
     t1 = time.perf_counter()
     grades = grade_completions(
         [r.text for r in rollouts],
@@ -175,8 +186,8 @@ def run_eval(
 
     t2 = time.perf_counter()
     first = [i for i, a in enumerate(asks) if a.order.shift == 0]  # one per sample
-    judged = [replace(asks[i], text=rollouts[i].text) for i in first]
-    consistency, semantic, n_sentences = _judge(judge, judged, [grades[i] for i in first], settings.judge_scope)
+    consistency, semantic, n_sentences = _judge(judge, [asks[i] for i in first], [grades[i] for i in first],
+                                                settings.judge_scope)
     t3 = time.perf_counter()
 
     # Aggregate rotations into one result per sample.
@@ -213,10 +224,24 @@ def run_eval(
         )
     metrics = compute_metrics(results, settings.n_boot, settings.confidence, settings.seed, settings.circular)
     timings = EvalTimings(
-        generate_s=t1 - t0, grade_s=t2 - t1, judge_s=t3 - t2, completions=len(rollouts),
+        generate_s=gen.generate_s, grade_s=t2 - t1, judge_s=t3 - t2, completions=len(rollouts),
         generated_tokens=sum(len(r.token_ids) for r in rollouts),
     )
-    return EvalResult(results, metrics, timings, batch.policy_version)
+    return EvalResult(results, metrics, timings, gen.policy_version)
+
+
+def run_eval(
+    engine: RolloutEngine,
+    judge: Judge,
+    splits: Mapping[str, Sequence[Sample]],
+    settings: EvalSettings,
+) -> EvalResult:
+    """Evaluate ``engine``'s policy on every split (``{benchmark: samples}``).
+
+    The two halves are also callable apart: a judge that needs the accelerator the policy holds
+    (a vLLM model judge) is built after :func:`generate` and the policy engine is closed.
+    """
+    return score(generate(engine, splits, settings), judge, settings)
 
 
 def _judge(

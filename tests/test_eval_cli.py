@@ -1,0 +1,53 @@
+"""flows.cmd_eval helpers: the judge the params ask for, the checkpoint it picks, run resolution."""
+
+import pytest
+
+from fgrpo_core.config import JudgeEndpoint, JudgeParams, ParamsError, Params
+from flows.cmd_eval import RoutedJudge, build_judge, newest_checkpoint, resolve_run
+
+
+def test_build_judge_routes_and_never_reuses_the_policy_engine(tmp_path):
+    from fgrpo_core.judges.cache import CachedJudge
+    from fgrpo_core.judges.exact import ExactJudge
+
+    assert isinstance(build_judge(JudgeParams()), ExactJudge)
+    asked = []
+
+    def judge_llm(model):  # records which model the judge engine is started for
+        asked.append(model)
+        return object()
+
+    jp = JudgeParams(consistency="exact", semantic="model", cache_dir=str(tmp_path / "cache"),
+                     model_judge=JudgeEndpoint(backend="vllm", model="judges/qwen-vl"))
+    j = build_judge(jp, judge_llm)
+    assert isinstance(j, RoutedJudge) and isinstance(j.c, ExactJudge) and isinstance(j.s, CachedJudge)
+    assert asked == ["judges/qwen-vl"]  # the judge's own model, started on demand
+    with pytest.raises(ParamsError, match="no way to start its engine"):
+        build_judge(jp)
+    with pytest.raises(ParamsError, match="model_judge is required"):
+        build_judge(JudgeParams(consistency="model"))
+
+
+def test_newest_checkpoint(tmp_path):
+    p = Params.model_validate({"fgrpo": {"out_dir": str(tmp_path / "ck")}, "sft": {"out_dir": str(tmp_path / "sft")}})
+    with pytest.raises(FileNotFoundError, match="pass --checkpoint"):
+        newest_checkpoint(p)
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "model.safetensors").write_bytes(b"")
+    assert newest_checkpoint(p) == tmp_path / "sft"
+    for r in (2, 10, 9):
+        (tmp_path / "ck" / f"round-{r}").mkdir(parents=True)
+        (tmp_path / "ck" / f"round-{r}" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "ck" / "round-11").mkdir()  # no weights yet: not a checkpoint
+    assert newest_checkpoint(p) == tmp_path / "ck" / "round-10"  # numeric, not lexicographic
+
+
+def test_resolve_run(tmp_path):
+    run = tmp_path / "grpo-t"
+    (run / "metrics").mkdir(parents=True)
+    (run / "metrics" / "eval.json").write_text("{}")
+    assert resolve_run(str(run)) == ("grpo-t", run / "metrics" / "eval.json", None)
+    (run / "metrics" / "eval_samples.jsonl").write_text("")
+    assert resolve_run(str(run / "metrics" / "eval.json"))[::2] == ("grpo-t", run / "metrics" / "eval_samples.jsonl")
+    with pytest.raises(FileNotFoundError, match="no eval.json"):
+        resolve_run(str(tmp_path))
