@@ -51,3 +51,33 @@ def test_resolve_run(tmp_path):
     assert resolve_run(str(run / "metrics" / "eval.json"))[::2] == ("grpo-t", run / "metrics" / "eval_samples.jsonl")
     with pytest.raises(FileNotFoundError, match="no eval.json"):
         resolve_run(str(tmp_path))
+
+
+def test_compare_paired_difference_by_hand():
+    import math
+
+    from fgrpo_core.eval.compare import RunEval, compare_runs, comparison_markdown
+    from fgrpo_core.eval.metrics import compute_metrics
+    from fgrpo_core.eval.results import JudgeOutcome, SampleResult
+
+    def rows(correct, prefix="q"):
+        return [SampleResult("b", "t", f"{prefix}{i}", c, True, 5, False, math.nan, JudgeOutcome.ok, 1.0,
+                             JudgeOutcome.ok, 1.0, rotations=1, rotations_correct=int(c)) for i, c in enumerate(correct)]
+
+    # A right on q0..q5 (6/40), B right on q0..q7 (8/40): B - A = +2/40 = +0.05 exactly.
+    a = rows([i < 6 for i in range(40)])
+    b = rows([i < 8 for i in range(40)])
+    runs = [RunEval("A", compute_metrics(a, 200), a), RunEval("B", compute_metrics(b, 200), b)]
+    d = compare_runs(runs, n_boot=500).differences[1]
+    acc = d.benchmarks["b"].accuracy
+    assert d.pairing == {"b": "paired"} and acc.value == pytest.approx(0.05)
+    # paired: B is never worse than A on any sample, so no resample can show a negative difference
+    assert acc.lo >= 0.0
+    # the same answers under other ids cannot be paired: the independent interval is much wider
+    b2 = rows([i < 8 for i in range(40)], prefix="other")
+    runs[1] = RunEval("B", compute_metrics(b2, 200), b2)
+    d2 = compare_runs(runs, n_boot=500).differences[1]
+    assert d2.pairing == {"b": "unpaired"} and d2.benchmarks["b"].accuracy.value == pytest.approx(0.05)
+    assert d2.benchmarks["b"].accuracy.lo < 0.0 < d2.benchmarks["b"].accuracy.hi
+    table = comparison_markdown(compare_runs(runs, n_boot=100))
+    assert "| B | 20.0 [" in table and "+5.0 [" in table
