@@ -162,7 +162,8 @@ class DualAscent:
         self.history = [MultiplierRecord(**r) for r in state.get("history", [])]
 
 
-_COLUMNS = [f.name for f in fields(MultiplierRecord)]
+# The CSV calls the constraint's name "constraint" (issue #7's column; plots and DVC read it).
+_COLUMNS = ["constraint" if f.name == "name" else f.name for f in fields(MultiplierRecord)]
 
 
 def write_history_csv(records: list[MultiplierRecord], path: str | Path) -> None:
@@ -173,7 +174,9 @@ def write_history_csv(records: list[MultiplierRecord], path: str | Path) -> None
         w = csv.DictWriter(f, fieldnames=_COLUMNS)
         w.writeheader()
         for r in records:
-            w.writerow(asdict(r))
+            row = asdict(r)
+            row["constraint"] = row.pop("name")
+            w.writerow(row)
 
 
 def read_history_csv(path: str | Path) -> list[MultiplierRecord]:
@@ -186,7 +189,7 @@ def read_history_csv(path: str | Path) -> list[MultiplierRecord]:
                 out.append(
                     MultiplierRecord(
                         step=int(row["step"]),
-                        name=row["name"],
+                        name=row["constraint"],
                         mean=float(row["mean"]),
                         count=int(row["count"]),
                         threshold=float(row["threshold"]),
