@@ -147,6 +147,9 @@ class SFTParams(_Section):
     save_steps: int = Field(50, description="Checkpoint every this many optimiser steps.")
     logging_steps: int = Field(1, description="Log loss every this many steps.")
     seed: int = Field(0, description="Trainer seed.")
+    dataloader_workers: int = Field(
+        4, description="DataLoader processes running the image processor beside training (0 on small CPUs)."
+    )
 
 
 # --------------------------------------------------------------------------------------------
