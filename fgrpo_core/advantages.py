@@ -1,6 +1,6 @@
 """Advantages: FGRPO's decoupled normalisation and the ablation switch (FGRPO.md sections 5, 7).
 
-FGRPO (decoupled; FGRPO.md Eq. for A-hat):
+FGRPO (decoupled normalisation, FGRPO.md section 5):
     z_x[i] = (r_x[i] - mu_x[g]) / (sigma_x[g] + eps)   per signal x, over the applicable
                                                        (non-NaN) values of i's group g
     z_x[i] = 0   where r_x[i] is NaN, or g has fewer than 2 applicable values of x

@@ -61,9 +61,9 @@ def _as_array(boxes: BoxesLike, what: str) -> np.ndarray:
 def valid_boxes(boxes: np.ndarray) -> np.ndarray:
     """[..., K] bool: finite, |coord| <= MAX_COORD, x2 > x1, y2 > y1 and a non-zero area."""
     with np.errstate(invalid="ignore", over="ignore"):
-        finite = np.isfinite(boxes).all(-1) & (np.abs(boxes) <= MAX_COORD).all(-1)
+        bounded = (np.abs(boxes) <= MAX_COORD).all(-1)  # False for NaN and inf too
         w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
-        return finite & (w > 0) & (h > 0) & (w * h > 0)  # w * h catches underflow to 0
+        return bounded & (w > 0) & (h > 0) & (w * h > 0)  # w * h catches underflow to 0
 
 
 def _check_gt(gt: np.ndarray, what: str) -> None:
@@ -108,15 +108,12 @@ def _clipped_scores(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     padding) score 0.
 
     Where two boxes do not overlap, IoU = 0 and CIoU = -rho^2/c^2 - alpha v <= 0, so S = 0:
-    the full formula runs only on overlapping pairs (NaN boxes overlap nothing).
+    the full formula runs only on overlapping pairs. For valid boxes "overlap" is
+    p_x2 > g_x1 and g_x2 > p_x1 (same for y); every comparison with a NaN box is False.
     """
-
-    def overlap(lo: int, hi: int) -> np.ndarray:  # signed overlap along one axis, [R, N, M]
-        return np.minimum(pred[:, :, None, hi], gt[:, None, :, hi]) - np.maximum(
-            pred[:, :, None, lo], gt[:, None, :, lo]
-        )
-
-    r, i, j = np.nonzero((overlap(0, 2) > 0) & (overlap(1, 3) > 0))
+    px1, py1, px2, py2 = np.ascontiguousarray(np.moveaxis(pred, -1, 0))[:, :, :, None]  # [R, N, 1]
+    gx1, gy1, gx2, gy2 = np.ascontiguousarray(np.moveaxis(gt, -1, 0))[:, :, None, :]  # [R, 1, M]
+    r, i, j = np.nonzero((px2 > gx1) & (gx2 > px1) & (py2 > gy1) & (gy2 > py1))  # [R, N, M]
     s = np.zeros(pred.shape[:2] + gt.shape[1:2])
     s[r, i, j] = np.maximum(_ciou(pred[r, i], gt[r, j]), 0.0)
     return s
