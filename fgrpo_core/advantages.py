@@ -41,7 +41,7 @@ _DECOUPLED = (AdvantageMode.fgrpo, AdvantageMode.fgrpo_fixed)
 
 
 # --------------------------------------------------------------------------------------------
-# Flat core: every function below is built from these two
+# Flat core: everything below is built from group_zscore and batch_whiten
 # --------------------------------------------------------------------------------------------
 def _index_groups(group_ids: GroupIds, n: int) -> tuple[Tensor, int]:
     """Dense ids 0..n_groups-1 ([N] long) from a tensor or a sequence of hashable ids."""
