@@ -194,16 +194,13 @@ class FGRPOTrainer:
         r = done[-1]
         ckpt = layout.checkpoint(r)
         state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
-        from safetensors.torch import load_file
+        # save_pretrained writes checkpoint-format names; let from_pretrained map them back.
+        from fgrpo_core.models.loading import load_policy
 
-        weights = {}
-        for f in sorted(ckpt.glob("*.safetensors")):
-            weights.update(load_file(str(f)))
         model = self.updater.accelerator.unwrap_model(self.updater.model)
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if unexpected or [m for m in missing if "lm_head" not in m]:
-            raise RuntimeError(f"checkpoint {ckpt} does not fit the policy: missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]}")
+        saved = load_policy(ckpt, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(saved.state_dict(), strict=True)
+        del saved
         self.updater.load_state_dict(state["updater"])
         self.dual.load_state_dict(state["dual"])
         self.cursor = Cursor(**state["cursor"])
@@ -243,7 +240,8 @@ class FGRPOTrainer:
         task, cons, gid = scores.tensors()
         lambdas_used = self.dual.lambdas  # from the end of round r-1 [ours]
         adv = compute_advantages(self.p.mode, task, cons, lambdas_used, active=self.active, eps=self.p.adv_eps,
-                                 whiten=self.p.whiten, group_ids=gid).to(torch.float32)
+                                 whiten=self.p.whiten, unbiased=self.p.adv_std_unbiased,
+                                 group_ids=gid).to(torch.float32)
         if not torch.isfinite(adv).all():
             raise FloatingPointError(f"round {r}: non-finite advantages")
         for s in chosen:

@@ -50,7 +50,7 @@ class UpdateSettings:
     def from_params(cls, p, rollout) -> "UpdateSettings":
         return cls(lr=p.lr, weight_decay=p.weight_decay, grad_clip=p.grad_clip, clip_low=p.clip_low,
                    clip_high=p.clip_high, beta=p.beta, aggregation=p.loss_aggregation,
-                   max_tokens=rollout.max_tokens, update_batch=p.update_batch, micro_batch=p.micro_batch,
+                   max_tokens=p.loss_max_length or rollout.max_tokens, update_batch=p.update_batch, micro_batch=p.micro_batch,
                    epochs=p.epochs, temperature=rollout.temperature if rollout.temperature > 0 else 1.0,
                    freeze_vision=p.freeze_vision)
 
@@ -177,7 +177,7 @@ class PolicyUpdater:
                     aggregation=st.aggregation, max_length=st.max_tokens, denominator=denominator,
                 )
                 self.accelerator.backward(loss)
-            sums["loss"] += float(loss)
+            sums["loss"] += float(loss.detach())
             sums["pg"] += stats.pg_loss
             sums["kl"] += stats.kl * stats.tokens
             sums["clip"] += stats.clip_frac * stats.tokens
