@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from fgrpo_core.config import JudgeParams
+from fgrpo_core.config import JudgeParams, ParamsError
 from fgrpo_core.judges.base import ConsistencyRequest, ConsistencyVerdict, SemanticRequest, SemanticVerdict
 
 
@@ -23,20 +23,26 @@ class RoutedJudge:
         return self.s.semantic(requests)
 
 
-def build_judge(jp: JudgeParams, llm: Any = None) -> Any:
-    """Exact scene-graph verifier and/or a cached model judge, as ``jp`` says.
+def build_judge(jp: JudgeParams, judge_llm: Callable[[str], Any] | None = None) -> Any:
+    """The judge the params ask for: exact verifier and/or a cached model judge.
 
-    ``llm`` is the ``vllm.LLM`` serving the judge when ``model_judge.backend`` is ``vllm``.
+    ``judge_llm(model)`` builds the ``vllm.LLM`` of a ``backend: vllm`` judge; it is called only
+    for that backend (never hand the *policy's* engine to the judge: it would judge itself).
     """
     from fgrpo_core.judges.exact import ExactJudge
 
     exact, model = ExactJudge(), None
     if "model" in (jp.consistency, jp.semantic):
         if jp.model_judge is None:
-            raise ValueError("judges.model_judge is required when judges.consistency or judges.semantic is 'model'")
+            raise ParamsError("judges.model_judge is required when a judge is 'model'")
         from fgrpo_core.judges.cache import CachedJudge, VerdictCache
         from fgrpo_core.judges.model import model_judge_from_endpoint
 
+        llm = None
+        if jp.model_judge.backend == "vllm":
+            if judge_llm is None:
+                raise ParamsError("judges.model_judge.backend is 'vllm' but no way to start its engine was given")
+            llm = judge_llm(jp.model_judge.model)
         model = CachedJudge(model_judge_from_endpoint(jp.model_judge, llm), VerdictCache(jp.cache_dir))
     pick = {"exact": exact, "model": model}
     c, s = pick[jp.consistency], pick[jp.semantic]
