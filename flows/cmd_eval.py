@@ -42,9 +42,12 @@ def newest_checkpoint(params: Params) -> Path:
             rounds.append((int(m.group(1)), d))
     if rounds:
         return max(rounds)[1]
+    from fgrpo_core.train.sft import MODEL_SUBDIR
+
+    for sft in (Path(params.sft.out_dir) / MODEL_SUBDIR, Path(params.sft.out_dir)):  # `fgrpo sft` writes <out>/model
+        if any(sft.glob("*.safetensors")):
+            return sft
     sft = Path(params.sft.out_dir)
-    if any(sft.glob("*.safetensors")):
-        return sft
     raise FileNotFoundError(
         f"no checkpoint found: no {root}/round-N/*.safetensors and no {sft}/*.safetensors; "
         "pass --checkpoint PATH"

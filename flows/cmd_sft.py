@@ -31,9 +31,12 @@ def main(argv: list[str]) -> int:
         return 2
 
     from flows.cmd_model import ensure_model
+    from flows.stages import guard_outputs
     from fgrpo_core.train.sft import run_sft
 
     model_path = ensure_model(params.model)
+    # Never resume checkpoints that other params, code or inputs produced (dvc.yaml keeps them: persist).
+    guard_outputs("sft", params, [params.sft.out_dir])
     data = [Path(d) for d in args.data] if args.data else [Path(params.data.out_dir) / "sft"]
     result = run_sft(
         params.sft,

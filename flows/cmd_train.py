@@ -20,7 +20,10 @@ from fgrpo_core.config import ParamsError, load_params
 
 
 def init_path(params) -> Path:
-    return Path(params.fgrpo.init_from or params.sft.out_dir)
+    """fgrpo.init_from, else the SFT stage's final model (``<sft.out_dir>/model``)."""
+    from fgrpo_core.train.sft import MODEL_SUBDIR
+
+    return Path(params.fgrpo.init_from or Path(params.sft.out_dir) / MODEL_SUBDIR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     from fgrpo_core.train.setup import create_trainer
+    from flows.stages import guard_outputs
 
     fp = params.fgrpo
     if args.fresh:
@@ -43,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for d in (Path(fp.out_dir), Path(fp.run_dir)):
             if d.exists():
                 shutil.move(str(d), f"{d}.old-{stamp}")
+    # Never resume rounds that other params, code or inputs produced (dvc.yaml keeps them: persist).
+    guard_outputs("train", params, [fp.out_dir, fp.run_dir])
     try:
         trainer = create_trainer(fgrpo=fp, rollout=params.rollout, model=params.model, judges=params.judges,
                                  init_path=init_path(params), data_dir=params.data.out_dir, seed=fp.seed)
