@@ -89,3 +89,14 @@ class HFEngine:
         self.model.load_state_dict(state, strict=False)
         self.policy_version += 1
         return self.policy_version
+
+    def load_weights_from(self, checkpoint_dir) -> int:
+        """Refresh from a saved checkpoint directory (safetensors only, as ``load_policy`` reads
+        it: checkpoint-format names are mapped back by ``from_pretrained``)."""
+        from fgrpo_core.models.loading import load_policy
+
+        saved = load_policy(checkpoint_dir, dtype=next(self.model.parameters()).dtype)
+        self.model.load_state_dict(saved.state_dict(), strict=True)
+        del saved
+        self.policy_version += 1
+        return self.policy_version

@@ -71,6 +71,15 @@ class RunLayout:
     def metrics(self) -> Path:
         return self.run_dir / "train_metrics.csv"
 
+    def partial_files(self) -> list[Path]:
+        """Temporary files of interrupted writes (``_atomic_file`` names them ``.<name>.<random>``)."""
+        names = ("multipliers.csv", "train_metrics.csv", "rollouts.parquet", "scores.parquet")
+        found = []
+        for d in (self.run_dir, *self.run_dir.glob("round-*")):
+            for name in names:
+                found += [p for p in d.glob(f".{name}.*") if p.is_file()]
+        return found
+
     def completed_rounds(self) -> list[int]:
         """Rounds whose checkpoint is complete (temporary directories start with '.')."""
         if not self.ckpt_dir.is_dir():
@@ -188,6 +197,8 @@ class FGRPOTrainer:
         if layout.ckpt_dir.is_dir():
             for junk in layout.ckpt_dir.glob(".round-*"):  # an interrupted save
                 shutil.rmtree(junk, ignore_errors=True)
+        for junk in layout.partial_files():  # an interrupted CSV/parquet write (never read)
+            junk.unlink(missing_ok=True)
         done = layout.completed_rounds()
         if not done:
             return 0
@@ -211,6 +222,9 @@ class FGRPOTrainer:
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         random.setstate((state["rng"]["python"][0], tuple(state["rng"]["python"][1]), state["rng"]["python"][2]))
         self.engine.load_weights_from(ckpt)  # the engine samples the resumed policy, not the SFT one
+        # Versions count the run's policy steps, not the engine's reloads: after resuming from
+        # round r the engine holds policy r, as in an uninterrupted run (rollouts record it).
+        self.engine.policy_version = self.round
         self._write_histories()
         return self.round
 
