@@ -42,9 +42,8 @@ def newest_checkpoint(params: Params) -> Path:
             rounds.append((int(m.group(1)), d))
     if rounds:
         return max(rounds)[1]
-    from fgrpo_core.train.sft import MODEL_SUBDIR
-
-    for sft in (Path(params.sft.out_dir) / MODEL_SUBDIR, Path(params.sft.out_dir)):  # `fgrpo sft` writes <out>/model
+    # `fgrpo sft` writes <out>/model (fgrpo_core.train.sft.MODEL_SUBDIR, not imported: no SFT code here)
+    for sft in (Path(params.sft.out_dir) / "model", Path(params.sft.out_dir)):
         if any(sft.glob("*.safetensors")):
             return sft
     sft = Path(params.sft.out_dir)

@@ -20,10 +20,9 @@ from fgrpo_core.config import ParamsError, load_params
 
 
 def init_path(params) -> Path:
-    """fgrpo.init_from, else the SFT stage's final model (``<sft.out_dir>/model``)."""
-    from fgrpo_core.train.sft import MODEL_SUBDIR
-
-    return Path(params.fgrpo.init_from or Path(params.sft.out_dir) / MODEL_SUBDIR)
+    """fgrpo.init_from, else the SFT stage's final model: ``<sft.out_dir>/model``
+    (``fgrpo_core.train.sft.MODEL_SUBDIR``, not imported: SFT code is no dependency of training)."""
+    return Path(params.fgrpo.init_from or Path(params.sft.out_dir) / "model")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -220,6 +220,13 @@ class StageIdentity:
         return _sha(f"{self.key}:{self.runner}") if self.runner else self.key
 
 
+def _params_replacements(stage: str, params: Params) -> dict[str, str]:
+    """Inputs the params redirect: rounds started from ``fgrpo.init_from`` instead of the SFT model."""
+    if stage == "train" and params.fgrpo.init_from:
+        return {"${sft.out_dir}/model": params.fgrpo.init_from}
+    return {}
+
+
 def identity_from_disk(stage: str, params: Params, root: str | Path | None = None, *,
                        runner_code: Iterable[str] = (), runner_params: Iterable[str] = (),
                        replace_inputs: Mapping[str, str] | None = None) -> StageIdentity:
@@ -230,9 +237,10 @@ def identity_from_disk(stage: str, params: Params, root: str | Path | None = Non
     """
     root = project_root(root)
     spec = stage_spec(stage, root)
+    replace = {**_params_replacements(stage, params), **(replace_inputs or {})}
     inputs = {}
     for templ in spec.inputs:
-        path = (replace_inputs or {}).get(templ) or resolve(templ, params)
+        path = replace.get(templ) or resolve(templ, params)
         inputs[path] = content_hash([path], root)
     runner_code, runner_params = list(runner_code), list(runner_params)
     runner = ""
