@@ -58,6 +58,7 @@ class VLLMServer:
             "--served-model-name", served_name,
             "--max-model-len", str(max_model_len),
             "--dtype", dtype,
+            "--load-format", "safetensors",  # never unpickle a .bin checkpoint
             "--max-num-seqs", str(max_num_seqs),
             "--limit-mm-per-prompt", json.dumps({"image": 1, "video": 0}),
             "--disable-log-stats",

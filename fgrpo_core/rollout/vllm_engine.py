@@ -69,6 +69,7 @@ class VLLMEngine:
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=enforce_eager,
             trust_remote_code=trust_remote_code,
+            load_format="safetensors",  # never unpickle a .bin checkpoint
             limit_mm_per_prompt={"image": 1, "video": 0},
             mm_processor_kwargs=mm_kwargs or None,
             **llm_kwargs,
