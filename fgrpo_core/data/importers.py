@@ -304,7 +304,13 @@ def parse_boxes(ctx: RowCtx, field: str, label: str) -> list[Box]:
     v = ctx.get(field, required=False)
     if v is None or (hasattr(v, "__len__") and len(v) == 0):
         return []
-    v = json.loads(v) if isinstance(v, str) else v
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError as err:
+            raise ctx.error(field, v, f"not a JSON box list: {err}") from None
+    if not isinstance(v, (list, tuple)):
+        raise ctx.error(field, v, "expected [x1, y1, x2, y2] or a list of them")
     items = [v] if v and isinstance(v[0], (int, float)) else v
     boxes = []
     for item in items:

@@ -18,7 +18,10 @@ def load_split(data_dir: str | Path, split: str):
     path = Path(data_dir) / split
     if not path.is_dir():
         raise FileNotFoundError(f"staged split '{split}' not found at {path} (run `fgrpo stage-data` first)")
-    return from_dataset(datasets.load_from_disk(str(path)))
+    try:
+        return from_dataset(datasets.load_from_disk(str(path)))
+    except ValueError as err:  # e.g. unknown or missing columns: name the folder
+        raise ValueError(f"staged split '{split}' at {path}: {err}") from None
 
 
 def make_engine(init_path: str | Path, rollout: RolloutParams, model: ModelParams, seed: int):
