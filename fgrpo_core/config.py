@@ -150,6 +150,9 @@ class SFTParams(_Section):
     dataloader_workers: int = Field(
         4, description="DataLoader processes running the image processor beside training (0 on small CPUs)."
     )
+    cpu_threads: int | None = Field(
+        None, description="torch CPU threads while SFT runs (None: torch's default). 1 for tiny models on a shared CPU."
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,7 +47,6 @@ def main(argv: list[str]) -> int:
         trust_remote_code=params.model.trust_remote_code,
         min_pixels=params.model.min_pixels,
         max_pixels=params.model.max_pixels,
-        dataloader_workers=params.sft.dataloader_workers,
     )
     resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
     print(

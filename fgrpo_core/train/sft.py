@@ -31,11 +31,13 @@ Multi-GPU: run the same entry point under ``accelerate launch``; Trainer does th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -134,8 +136,30 @@ def _check_resume_matches(out_dir: Path, identity: dict[str, Any]) -> None:
         )
 
 
-def _sft_config(params: SFTParams, out_dir: Path, compute_dtype: torch.dtype, on_cuda: bool,
-                dataloader_workers: int):
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """torch's intra-op CPU threads set to ``n`` inside the block, restored after (None: as is).
+
+    On a CPU shared with other jobs, a tiny model trains several times faster on one thread:
+    with more, each small op waits for its sibling threads to be scheduled (bench/sft.py).
+    A process holding an in-process vLLM CPU engine cannot change it: vLLM binds its threads to
+    cores and replaces ``torch.set_num_threads`` with a no-op; then this only warns.
+    """
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    if torch.get_num_threads() != n:
+        warnings.warn(f"sft.cpu_threads={n} not applied: torch keeps {torch.get_num_threads()} threads "
+                      "(an in-process vLLM CPU engine fixes them)", stacklevel=3)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _sft_config(params: SFTParams, out_dir: Path, compute_dtype: torch.dtype, on_cuda: bool):
     from trl import SFTConfig
 
     if not 0 <= params.warmup_ratio < 1:
@@ -164,7 +188,7 @@ def _sft_config(params: SFTParams, out_dir: Path, compute_dtype: torch.dtype, on
         seed=params.seed,
         data_seed=params.seed,
         report_to="none",
-        dataloader_num_workers=dataloader_workers,
+        dataloader_num_workers=params.dataloader_workers,
         dataloader_pin_memory=on_cuda,
         ddp_find_unused_parameters=False,  # every trainable weight gets a gradient (all samples have images)
         disable_tqdm=True,
@@ -235,8 +259,6 @@ def build_sft_trainer(
     trust_remote_code: bool = False,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
-    cache_pixels: bool = False,
-    dataloader_workers: int = 0,
     callbacks: Sequence[Any] = (),
 ) -> SFTSetup:
     """Load the policy and processor, encode the data once, configure TRL's ``SFTTrainer``."""
@@ -254,12 +276,12 @@ def build_sft_trainer(
     _check_resume_matches(out_dir, identity)
 
     processor = load_processor(model_path, trust_remote_code, min_pixels=min_pixels, max_pixels=max_pixels)
-    data = encode_for_sft(sources, processor, params.max_length, out_dir / "encoded", cache_pixels=cache_pixels)
+    data = encode_for_sft(sources, processor, params.max_length, out_dir / "encoded")
     # fp32 master weights everywhere; the compute dtype enters through autocast (see above).
     model = load_policy(model_path, dtype=torch.float32, trust_remote_code=trust_remote_code)
     if params.freeze_vision:
         freeze_vision_tower(model)
-    args = _sft_config(params, out_dir, compute_dtype, on_cuda, dataloader_workers)
+    args = _sft_config(params, out_dir, compute_dtype, on_cuda)
     trainer = FGRPOSFTTrainer(
         fused_lm_head=on_cuda,  # TRL's chunked LM head: Triton on CUDA, a slow Python loop on CPU
         model=model,
@@ -283,8 +305,6 @@ def run_sft(
     trust_remote_code: bool = False,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
-    cache_pixels: bool = False,
-    dataloader_workers: int = 0,
     callbacks: Sequence[Any] = (),
 ) -> SFTResult:
     """Train the policy at ``model_path`` on the staged SFT split(s) at ``data_paths``.
@@ -295,18 +315,18 @@ def run_sft(
     compute precision (``auto``: bf16 on CUDA, fp32 on CPU). ``callbacks`` are extra
     ``transformers.TrainerCallback`` objects.
     """
-    setup = build_sft_trainer(
-        params, model_path, data_paths, out_dir, dtype=dtype, trust_remote_code=trust_remote_code,
-        min_pixels=min_pixels, max_pixels=max_pixels, cache_pixels=cache_pixels,
-        dataloader_workers=dataloader_workers, callbacks=callbacks,
-    )
-    trainer, data, out_dir = setup.trainer, setup.data, setup.out_dir
-    resume = latest_checkpoint(out_dir)
-    if trainer.is_world_process_zero():
-        (out_dir / RUN_FILE).write_text(json.dumps(setup.identity, indent=1, sort_keys=True))
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with cpu_threads(params.cpu_threads):
+        setup = build_sft_trainer(
+            params, model_path, data_paths, out_dir, dtype=dtype, trust_remote_code=trust_remote_code,
+            min_pixels=min_pixels, max_pixels=max_pixels, callbacks=callbacks,
+        )
+        trainer, data, out_dir = setup.trainer, setup.data, setup.out_dir
+        resume = latest_checkpoint(out_dir)
+        if trainer.is_world_process_zero():
+            (out_dir / RUN_FILE).write_text(json.dumps(setup.identity, indent=1, sort_keys=True))
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        model_dir = _save_final(trainer, setup.processor, out_dir, params.lora)
 
-    model_dir = _save_final(trainer, setup.processor, out_dir, params.lora)
     resumed_from = int(_CHECKPOINT.match(resume.name).group(1)) if resume else None
     runtime = float(output.metrics.get("train_runtime", math.nan))
     # Trainer's own samples/s counts every epoch's samples, also those a resumed call skipped.

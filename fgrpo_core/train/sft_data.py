@@ -11,8 +11,8 @@ turn holding the row's ``trace``. The processor's chat template renders it; its
 Speed: TRL's vision collator renders the chat template and tokenises every batch on every step
 (~10 ms a sample on CPU, more than a whole training step of the tiny model). Here each sample is
 encoded once, before training (``datasets.map``, cached as Arrow under the run's directory), and
-the collator only pads ids and runs the image processor, or, with ``cache_pixels``, only
-stacks pixel values computed during the same single pass.
+the collator only pads ids and runs the image processor (~5% of a step on the tiny model;
+caching pixel values instead saved no more than that, at ~1 MB per real image, so it is not done).
 
 Length: a sample whose encoded length (image tokens included) exceeds ``max_length`` is
 dropped and counted, never truncated: cutting a prompt inside its image placeholders breaks the
@@ -55,7 +55,7 @@ def sft_messages(question: str, choices: Sequence[str], trace: str, image: Any =
 class EncodedSFTData:
     """The training set after the one encoding pass, and what was left out of it."""
 
-    dataset: datasets.Dataset  # input_ids, labels, n_tokens, id + image or pixel_values/image_grid_thw
+    dataset: datasets.Dataset  # id, image, input_ids, labels, n_tokens
     n_source: int  # rows read from the staged splits
     dropped_ids: list[str] = field(default_factory=list)  # over max_length, never truncated
     longest_kept: int = 0  # tokens of the longest kept sample
@@ -63,7 +63,7 @@ class EncodedSFTData:
 
 
 def encode_one(processor, messages: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """One conversation through the processor's chat template: ids, labels, pixels, grid."""
+    """One conversation through the processor's chat template: token ids and labels."""
     out = processor.apply_chat_template(
         [messages],
         tokenize=True,
@@ -75,19 +75,12 @@ def encode_one(processor, messages: list[dict[str, Any]]) -> dict[str, np.ndarra
     ids = out["input_ids"][0].astype(np.int64)  # [T]
     mask = out["assistant_masks"][0].astype(bool)  # [T]
     labels = np.where(mask, ids, IGNORE_INDEX)
-    return {
-        "input_ids": ids,
-        "labels": labels,
-        "pixel_values": out["pixel_values"].astype(np.float32),  # [P, D] patches of the image
-        "image_grid_thw": out["image_grid_thw"][0].astype(np.int64),  # [3]
-    }
+    return {"input_ids": ids, "labels": labels}
 
 
-def _encoder(processor, source: str, cache_pixels: bool):
+def _encoder(processor, source: str):
     def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         cols: dict[str, list] = {"input_ids": [], "labels": [], "n_tokens": []}
-        if cache_pixels:
-            cols |= {"pixel_values": [], "image_grid_thw": []}
         for i, row in enumerate(indices):
             trace = batch["trace"][i]
             if not isinstance(trace, str) or not trace.strip():
@@ -108,35 +101,23 @@ def _encoder(processor, source: str, cache_pixels: bool):
             cols["input_ids"].append(enc["input_ids"])
             cols["labels"].append(enc["labels"])
             cols["n_tokens"].append(len(enc["input_ids"]))
-            if cache_pixels:
-                cols["pixel_values"].append(enc["pixel_values"])
-                cols["image_grid_thw"].append(enc["image_grid_thw"])
         return cols
 
     return encode
 
 
-def _features(cache_pixels: bool, patch_dim: int) -> datasets.Features:
-    feats = {
+FEATURES = datasets.Features(
+    {
         "id": datasets.Value("string"),
+        "image": datasets.Image(),
         "input_ids": datasets.List(datasets.Value("int64")),
         "labels": datasets.List(datasets.Value("int64")),
         "n_tokens": datasets.Value("int64"),
     }
-    if cache_pixels:
-        feats["pixel_values"] = datasets.Array2D(shape=(None, patch_dim), dtype="float32")
-        feats["image_grid_thw"] = datasets.List(datasets.Value("int64"), length=3)
-    else:
-        feats["image"] = datasets.Image()
-    return datasets.Features(feats)
+)
 
 
-def _patch_dim(processor) -> int:
-    ip = processor.image_processor
-    return int(3 * ip.temporal_patch_size * ip.patch_size * ip.patch_size)
-
-
-def encoding_key(fingerprint: str, processor, max_length: int, cache_pixels: bool) -> str:
+def encoding_key(fingerprint: str, processor, max_length: int) -> str:
     """Cache key of one encoded split: source content, processor settings, options, version."""
     ip = processor.image_processor
     blob = json.dumps(
@@ -147,7 +128,6 @@ def encoding_key(fingerprint: str, processor, max_length: int, cache_pixels: boo
             "template": hashlib.sha256((processor.chat_template or "").encode()).hexdigest(),
             "vocab": len(processor.tokenizer),
             "max_length": max_length,
-            "cache_pixels": cache_pixels,
             "version": ENCODING_VERSION,
         },
         sort_keys=True,
@@ -174,7 +154,6 @@ def encode_for_sft(
     processor,
     max_length: int,
     cache_dir: str | Path,
-    cache_pixels: bool = False,
 ) -> EncodedSFTData:
     """Encode every (name, dataset) once, drop over-long samples, concatenate.
 
@@ -183,22 +162,20 @@ def encode_for_sft(
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    features = _features(cache_pixels, _patch_dim(processor))
     parts, n_source, dropped = [], 0, []
     for name, ds in sources:
         missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
         if missing:
             raise ValueError(f"{name}: missing columns {missing} (has {ds.column_names})")
         n_source += len(ds)
-        key = encoding_key(ds._fingerprint, processor, max_length, cache_pixels)
-        keep = ["id"] if cache_pixels else ["id", "image"]
+        key = encoding_key(ds._fingerprint, processor, max_length)
         encoded = ds.map(
-            _encoder(processor, name, cache_pixels),
+            _encoder(processor, name),
             batched=True,
             batch_size=32,
             with_indices=True,
-            remove_columns=[c for c in ds.column_names if c not in keep],
-            features=features,
+            remove_columns=[c for c in ds.column_names if c not in ("id", "image")],
+            features=FEATURES,
             cache_file_name=str(cache_dir / f"encoded-{key}.arrow"),
             desc=f"encoding {name}",
         )
@@ -212,8 +189,7 @@ def encode_for_sft(
         raise ValueError(
             f"no SFT sample fits max_length={max_length} ({len(dropped)} of {n_source} dropped as too long)"
         )
-    numeric = ["input_ids", "labels", "n_tokens"] + (["pixel_values", "image_grid_thw"] if cache_pixels else [])
-    data = data.with_format("numpy", columns=numeric, output_all_columns=True)
+    data = data.with_format("numpy", columns=["input_ids", "labels", "n_tokens"], output_all_columns=True)
     n_tokens = data["n_tokens"]
     assistant = sum(int((np.asarray(lab) != IGNORE_INDEX).sum()) for lab in data["labels"])
     return EncodedSFTData(
@@ -231,7 +207,7 @@ class SFTCollator:
 
     Returns ``input_ids``, ``attention_mask``, ``labels`` (``[B, T]``, -100 on padding),
     ``mm_token_type_ids`` (1 on image placeholder tokens, which Qwen2.5-VL's M-RoPE reads),
-    ``pixel_values`` ``[sum of patches, D]`` and ``image_grid_thw`` ``[B, 3]``.
+    ``pixel_values`` ``[sum of patches, D]`` and ``image_grid_thw`` ``[B, 3]`` (image processor).
     """
 
     processor: Any
@@ -260,13 +236,9 @@ class SFTCollator:
             "labels": labels,
             "mm_token_type_ids": (ids == self.image_token_id).long(),
         }
-        if "pixel_values" in features[0]:
-            batch["pixel_values"] = torch.cat([torch.tensor(f["pixel_values"]) for f in features])
-            batch["image_grid_thw"] = torch.stack([torch.tensor(f["image_grid_thw"]) for f in features])
-        else:
-            images = self.processor.image_processor(
-                images=[f["image"].convert("RGB") for f in features], return_tensors="pt"
-            )
-            batch["pixel_values"] = images["pixel_values"]
-            batch["image_grid_thw"] = images["image_grid_thw"]
+        images = self.processor.image_processor(
+            images=[f["image"].convert("RGB") for f in features], return_tensors="pt"
+        )
+        batch["pixel_values"] = images["pixel_values"]  # [sum of patches, D]
+        batch["image_grid_thw"] = images["image_grid_thw"]  # [B, 3]
         return batch

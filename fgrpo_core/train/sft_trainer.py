@@ -14,6 +14,13 @@ computed by ``transformers.Trainer.compute_loss`` (the model's ``ForCausalLMLoss
 over the tokens of the whole accumulated batch, like TRL's). The logged token accuracy is then
 read off the logits (argmax == label on loss positions); the entropy metric is not logged.
 Overriding ``compute_loss`` in a subclass is the extension point TRL documents for this.
+
+A second override fixes resuming (transformers#43701, open; ms-swift#7947 saw the loss restart
+from its initial value): ``save_pretrained`` writes Qwen2.5-VL checkpoints in the hub's key layout
+(``visual.*``, ``model.layers.*``), but ``Trainer`` reloads a checkpoint's weights with
+``load_state_dict(strict=False)`` and no key conversion, so *nothing* loads: only a warning is
+printed, and the "resumed" run continues from the base weights with the resumed optimiser. Here
+the checkpoint is read by ``from_pretrained`` (which converts the keys) and copied strictly.
 """
 
 from __future__ import annotations
@@ -31,6 +38,17 @@ class FGRPOSFTTrainer(SFTTrainer):
     def __init__(self, *args, fused_lm_head: bool, **kwargs):
         super().__init__(*args, **kwargs)
         self.fused_lm_head = fused_lm_head
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        target = self.model if model is None else model
+        from peft import PeftModel
+
+        if isinstance(target, PeftModel) or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            # adapters, FSDP and DeepSpeed states are saved and loaded with the model's own names
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(target.parameters()).dtype
+        saved = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype, use_safetensors=True)
+        target.load_state_dict(saved.state_dict(), strict=True)  # a missing weight is an error here
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.fused_lm_head:
