@@ -12,6 +12,8 @@ the old outputs aside first (``flows.stages.claim_outputs``), as ``fgrpo train``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
@@ -43,13 +45,18 @@ def fgrpo_round(trainer, r: int) -> dict:
 @task(name="train", cache_policy=STAGE_CACHE)
 def train_rounds(params: RunParams, identity: StageIdentity) -> Output:
     """FGRPO rounds 1..fgrpo.rounds (resuming a same-key run), each an ``fgrpo-round`` subflow."""
+    from fgrpo_core.train.rounds import RunLayout
     from fgrpo_core.train.setup import create_trainer
     from flows.cmd_train import init_path
 
     logger = get_run_logger()
     p = params.params
     fp = p.fgrpo
-    claim_outputs(identity, [fp.out_dir, fp.run_dir], log=logger.warning)
+    resumable = claim_outputs(identity, [fp.out_dir, fp.run_dir], log=logger.warning)
+    layout = RunLayout(Path(fp.run_dir), Path(fp.out_dir))
+    if resumable and fp.rounds in layout.completed_rounds():  # e.g. after `dvc repro`: nothing to train
+        logger.info("all %d rounds of this stage key are on disk; not starting a trainer", fp.rounds)
+        return Output.of("train", layout.checkpoint(fp.rounds), layout.multipliers, layout.metrics)
     with gpu_slot():
         trainer = create_trainer(fgrpo=fp, rollout=p.rollout, model=p.model, judges=p.judges,
                                  init_path=init_path(p), data_dir=p.data.out_dir, seed=fp.seed)
@@ -66,5 +73,4 @@ def train_rounds(params: RunParams, identity: StageIdentity) -> Output:
             close = getattr(trainer.engine, "close", None)
             if close is not None:
                 close()
-    layout = trainer.layout
     return Output.of("train", layout.checkpoint(trainer.round), layout.multipliers, layout.metrics)

@@ -358,6 +358,14 @@ def test_rounds_subflow_artifacts_cache_and_fresh_start(harness, in_project):
     assert train(base) == out  # cached: no trainer, no engine
     assert (ckpt / "model.safetensors").stat().st_mtime_ns == t
 
+    @flow(name="fgrpo-train-uncached")
+    def train_uncached(overrides: list[str]):  # as after `dvc repro`: no Prefect cache, outputs of this key
+        run = run_params("params.yaml", overrides)
+        return train_rounds.with_options(refresh_cache=True)(params=run, identity=stage_identity("train", run))
+
+    assert train_uncached(base) == out  # every round of this key on disk: nothing retrained
+    assert (ckpt / "model.safetensors").stat().st_mtime_ns == t
+
     changed = train([*base, "fgrpo.lr=0.001"])  # another key: old rounds set aside, two fresh rounds
     assert changed.content_hash != out.content_hash
     assert (in_project / "checkpoints/fgrpo.stale/round-2").is_dir()
