@@ -158,6 +158,8 @@ FEATURES = datasets.Features(
 
 def to_dataset(samples: list[Sample]) -> datasets.Dataset:
     """Samples -> a ``datasets.Dataset`` with :data:`FEATURES`."""
+    if not samples:  # from_list([]) drops the features, and save_to_disk then fails ("Keys mismatch")
+        return datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
     return datasets.Dataset.from_list([s.to_row() for s in samples], features=FEATURES)
 
 

@@ -99,10 +99,13 @@ def _write_split(samples: Iterable[Sample], path: Path, max_tokens: int,
         if len(chunk) == CHUNK:
             parts.append(to_dataset(chunk))
             chunk = []
+    if not parts and not chunk and rep.dropped_overlong:
+        raise ValueError(f"{path.name}: all {rep.dropped_overlong} samples are longer than data.max_prompt_tokens="
+                         f"{max_tokens} (raise it, or lower model.max_pixels)")
     if chunk or not parts:
         parts.append(to_dataset(chunk))
     ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
-    ds.save_to_disk(str(path))
+    ds.save_to_disk(str(path), num_shards=1 if len(ds) == 0 else None)  # 0 shards fails for 0 rows
     rep.count = len(ds)
     rep.hash = h.hexdigest()
     rep.by_source, rep.by_task, rep.faults = dict(by_source), dict(sorted(by_task.items())), dict(faults)

@@ -36,6 +36,7 @@ from fgrpo_core.loss import policy_loss
 from fgrpo_core.records import Rollout
 from fgrpo_core.rewards.spatial import spatial_grounding
 from fgrpo_core.train.scoring import CONSTRAINTS, score_rollouts
+from tests.faults.conftest import PRESET
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                            HealthCheck.function_scoped_fixture])
@@ -343,3 +344,39 @@ def test_lambdas_at_bounds_keep_advantages_finite():
     none = compute_advantages(AdvantageMode.fgrpo, task, {k: torch.full_like(task, math.nan) for k in CONSTRAINTS},
                               {k: 1.0 for k in CONSTRAINTS}, group_ids=gid)
     assert torch.allclose(zero, none)
+
+
+# --------------------------------------------------------------------------------------------
+# Staging: a split that every sample falls out of
+# --------------------------------------------------------------------------------------------
+def test_a_split_emptied_by_the_length_filter_is_a_clear_error(tmp_path):
+    from fgrpo_core.config import load_params
+    from fgrpo_core.data.stage import stage_data
+
+    sizes = ["data.synthetic.n_sft=2", "data.synthetic.n_rl=3", "data.synthetic.n_val=0", "data.synthetic.n_test=0"]
+    p = load_params(PRESET, [*sizes, "data.max_prompt_tokens=64"])
+    with pytest.raises(ValueError, match=r"sft: all 2 samples are longer than data.max_prompt_tokens=64"):
+        stage_data(p.data, p.model.min_pixels, p.model.max_pixels, tmp_path / "staged")
+    assert not (tmp_path / "staged").exists()  # nothing half-written
+    # the preset itself keeps its synthetic prompts (it dropped every one of them at 256)
+    p = load_params(PRESET, sizes)
+    manifest = stage_data(p.data, p.model.min_pixels, p.model.max_pixels, tmp_path / "staged")
+    assert manifest["splits"]["rl"]["count"] == 3 and manifest["dropped_overlong"] == 0
+
+
+def test_a_benchmark_with_no_matching_rows_stages_an_empty_split(tmp_path, image_root):
+    import datasets
+
+    from fgrpo_core.config import load_params
+    from fgrpo_core.data.schema import FEATURES, from_dataset
+    from fgrpo_core.data.stage import stage_data
+
+    path = tmp_path / "cv.jsonl"  # only 3D rows: the 2D importer keeps none of them
+    path.write_text(json.dumps({"idx": 1, "type": "3D", "task": "Depth", "question": "Which is closer?",
+                                "choices": ["a", "b"], "answer": "(A)", "filename": "img/ok.png"}) + "\n")
+    p = load_params(PRESET, ["data.synthetic.enabled=false"])
+    p.data.benchmarks = [BenchmarkImport(name="cvbench_2d", path=str(path), image_root=str(image_root))]
+    manifest = stage_data(p.data, p.model.min_pixels, p.model.max_pixels, tmp_path / "staged")  # crashed before
+    assert manifest["splits"]["test_cvbench_2d"]["count"] == 0
+    ds = datasets.load_from_disk(str(tmp_path / "staged" / "test_cvbench_2d"))
+    assert len(ds) == 0 and ds.features == FEATURES and from_dataset(ds) == []
