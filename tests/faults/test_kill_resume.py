@@ -98,17 +98,18 @@ def test_killed_anywhere_resumes_to_the_uninterrupted_run(tmp_path, tiny_model_d
     mb = pd.read_csv(b_runs / "train_metrics.csv")
     assert ma["round"].tolist() == list(range(1, ROUNDS + 1))
     assert ma["policy_version"].tolist() == list(range(1, ROUNDS + 1))
-    pd.testing.assert_frame_equal(ma.drop(columns=TIMING_COLUMNS), mb.drop(columns=TIMING_COLUMNS))
+    pd.testing.assert_frame_equal(ma.drop(columns=TIMING_COLUMNS), mb.drop(columns=TIMING_COLUMNS), check_exact=True)
 
     ha, hb = pd.read_csv(a_runs / "multipliers.csv"), pd.read_csv(b_runs / "multipliers.csv")
-    pd.testing.assert_frame_equal(ha, hb)
+    pd.testing.assert_frame_equal(ha, hb, check_exact=True)
     spatial = ha[ha.constraint == "spatial"]["lambda_after"].tolist()
     assert len(set(spatial)) == ROUNDS, f"lambda_G never moved: {spatial}"  # the history is not trivial
 
     for r in range(1, ROUNDS + 1):
         for name in ("rollouts.parquet", "scores.parquet"):
             pd.testing.assert_frame_equal(pd.read_parquet(a_runs / f"round-{r}" / name),
-                                          pd.read_parquet(b_runs / f"round-{r}" / name), obj=f"round {r} {name}")
+                                          pd.read_parquet(b_runs / f"round-{r}" / name), check_exact=True,
+                                          obj=f"round {r} {name}")
 
     wa = load_file(str(straight_dir / "ckpt" / f"round-{ROUNDS}" / "model.safetensors"))
     wb = load_file(str(ckpt / f"round-{ROUNDS}" / "model.safetensors"))
