@@ -24,7 +24,6 @@ COPIED = ("fgrpo_core", "flows", "tasks", "dvc.yaml", ".dvcignore", "prefect.yam
 # The smallest settings that still run every stage for real on the tiny model (CPU, ~3 min).
 SMOKE_OVERRIDES = (
     "name=tiny-smoke",
-    "data.max_prompt_tokens=512",
     "data.synthetic.n_sft=16", "data.synthetic.n_rl=8", "data.synthetic.n_val=4", "data.synthetic.n_test=8",
     "sft.epochs=1", "sft.per_device_batch_size=8", "sft.effective_batch_size=8",
     "rollout.group_size=2", "rollout.max_tokens=16",
