@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fgrpo_core.config import Params, load_params
+from fgrpo_core.config import load_params
 from flows.stages import (
     StageIdentity,
     claim_outputs,
