@@ -276,7 +276,10 @@ def build_sft_trainer(
     _check_resume_matches(out_dir, identity)
 
     processor = load_processor(model_path, trust_remote_code, min_pixels=min_pixels, max_pixels=max_pixels)
-    data = encode_for_sft(sources, processor, params.max_length, out_dir / "encoded")
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():  # one process writes the encoding, the others read it
+        data = encode_for_sft(sources, processor, params.max_length, out_dir / "encoded")
     # fp32 master weights everywhere; the compute dtype enters through autocast (see above).
     model = load_policy(model_path, dtype=torch.float32, trust_remote_code=trust_remote_code)
     if params.freeze_vision:
