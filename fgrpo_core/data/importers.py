@@ -290,6 +290,16 @@ def split_lettered_options(text: str) -> tuple[str, list[str]] | None:
     return None
 
 
+def option_texts(ctx: RowCtx, field: str, values: Any) -> list[str]:
+    """At least two options, each a non-empty text (numbers allowed); a null option is an error,
+    never the text 'None'."""
+    if not isinstance(values, (list, tuple)) or len(values) < 2:
+        raise ctx.error(field, values, "must be a list of at least two option texts")
+    if any(v is None or isinstance(v, (dict, list, tuple)) or not str(v).strip() for v in values):
+        raise ctx.error(field, values, "every option must be a non-empty text")
+    return [str(v).strip() for v in values]
+
+
 def letter_answer(ctx: RowCtx, field: str, n_choices: int) -> str:
     """'B', '(B)', 'B.', '(b)' -> 'B', checked against the number of options."""
     raw = ctx.text(field)
@@ -328,7 +338,7 @@ def _cvbench(kind: str) -> Callable[[RowCtx], Sample | None]:
         if "type" in ctx.row and str(ctx.row["type"]).upper() != kind:
             return None
         choices = ctx.get("choices")
-        if not isinstance(choices, (list, tuple)):
+        if not isinstance(choices, (list, tuple)) or any(c is None for c in choices):
             raise ctx.error("choices", choices, "must be a list of option texts")
         choices = [str(c) for c in choices]
         image = ctx.row.get("image")
@@ -382,10 +392,7 @@ def _mmvp(ctx: RowCtx) -> Sample:
 
 def _omnispatial(ctx: RowCtx) -> Sample:
     rid, task_type = ctx.text("id"), ctx.text("task_type")
-    options = ctx.get("options")
-    if not isinstance(options, (list, tuple)) or len(options) < 2:
-        raise ctx.error("options", options, "must be a list of at least two option texts")
-    choices = [str(o).strip() for o in options]
+    choices = option_texts(ctx, "options", ctx.get("options"))
     ans = ctx.get("answer")
     if isinstance(ans, int) or (isinstance(ans, str) and ans.strip().isdigit()):
         idx = int(ans)
@@ -421,10 +428,7 @@ def _realworldqa(ctx: RowCtx) -> Sample:
 
 
 def _sat(ctx: RowCtx) -> Sample:
-    answers = ctx.get("answers")
-    if not isinstance(answers, (list, tuple)) or len(answers) < 2:
-        raise ctx.error("answers", answers, "must be a list of at least two option texts")
-    choices = [str(a).strip() for a in answers]
+    choices = option_texts(ctx, "answers", ctx.get("answers"))
     correct = ctx.text("correct_answer")
     if correct not in choices:
         raise ctx.error("correct_answer", correct, f"is not one of the answers {choices}")
