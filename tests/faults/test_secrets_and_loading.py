@@ -194,7 +194,7 @@ def test_presets_keep_remote_code_off():
 
 
 @pytest.mark.engine
-def test_model_code_in_the_directory_is_not_run(tmp_path, tiny_model_dir, monkeypatch):
+def test_remote_code_in_the_model_directory_is_not_run(tmp_path, tiny_model_dir, monkeypatch):
     import transformers.dynamic_module_utils as dmu
 
     from fgrpo_core.models.loading import load_policy
