@@ -175,6 +175,7 @@ def sft_run(tiny_model_dir, sft_split, tmp_path_factory):
     return run_sft(E2E, tiny_model_dir, [sft_split], out)
 
 
+@pytest.mark.slow
 def test_loss_falls_and_the_run_is_recorded(sft_run):
     steps = -(-E2E_SAMPLES // E2E.per_device_batch_size) * int(E2E.epochs)
     assert sft_run.global_step == steps and sft_run.n_train == E2E_SAMPLES and sft_run.n_dropped == 0
@@ -190,6 +191,7 @@ def test_loss_falls_and_the_run_is_recorded(sft_run):
     assert summary["compute_dtype"] == "float32" and summary["gradient_accumulation_steps"] == 1
 
 
+@pytest.mark.slow
 def test_checkpoint_is_complete_and_the_vision_tower_did_not_move(sft_run, tiny_model_dir):
     from safetensors.torch import load_file
 
@@ -222,6 +224,7 @@ def _grade_on_val(engine, samples):
     return sum(g.fmt for g in grades) / n, sum(g.acc for g in grades) / n, batch
 
 
+@pytest.mark.slow
 def test_well_formed_share_rises_on_held_out_prompts_through_vllm(sft_run, vllm_engine, restore_vllm_weights):
     val = generate_split(SYN, "val", 32, MIN_PX, MAX_PX)  # held out: another split's scenes
     fmt_before, acc_before, _ = _grade_on_val(vllm_engine, val)
@@ -260,6 +263,7 @@ def short_split(data_root):
     return _staged(data_root, "sft-short", 16, with_trace=True)  # 16 samples / 4 = 4 steps
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_equals_one_uninterrupted_run(tiny_model_dir, short_split, tmp_path):
     from safetensors.torch import load_file
 
@@ -286,6 +290,7 @@ def test_resume_after_interruption_equals_one_uninterrupted_run(tiny_model_dir, 
         run_sft(other, tiny_model_dir, [short_split], tmp_path / "cut")
 
 
+@pytest.mark.slow
 def test_lora_checkpoint_is_merged_into_base_names(tiny_model_dir, short_split, tmp_path):
     from safetensors.torch import load_file
 
@@ -302,6 +307,7 @@ def test_lora_checkpoint_is_merged_into_base_names(tiny_model_dir, short_split, 
     assert any("q_proj" in k for k in moved)
 
 
+@pytest.mark.slow
 def test_fgrpo_sft_command(tiny_model_dir, short_split, tmp_path):
     import yaml
 
