@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Section(BaseModel):
@@ -185,6 +185,12 @@ class JudgeEndpoint(_Section):
     api_key_env: str | None = Field(
         None, description="Name of the environment variable holding the key (never the key)."
     )
+    api_key_block: str | None = Field(
+        None,
+        description="Name of a Prefect Secret block holding the key; the flows and CLI commands read it "
+        "and export it into the variable named by api_key_env when that is unset (the environment "
+        "wins); the key is never written anywhere.",
+    )
     max_concurrency: int = Field(8, description="Requests in flight at once.")
     timeout_s: float = Field(60.0, description="Per-request timeout.")
     max_retries: int = Field(3, description="Retries on transient errors (5xx, timeouts) only.")
@@ -192,6 +198,15 @@ class JudgeEndpoint(_Section):
         0.5, description="First retry waits this long, each later one twice as long as the last."
     )
     max_tokens: int = Field(256, description="Judge response budget.")
+
+    @model_validator(mode="after")
+    def _block_needs_a_variable(self) -> "JudgeEndpoint":
+        if self.api_key_block is not None and self.api_key_env is None:
+            raise ValueError(
+                f"api_key_block {self.api_key_block!r} needs api_key_env: the name of the environment "
+                "variable the key is exported into (e.g. FGRPO_JUDGE_API_KEY)"
+            )
+        return self
 
 
 class JudgeParams(_Section):
