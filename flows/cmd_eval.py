@@ -65,9 +65,12 @@ def _evaluate_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _evaluate_parser().parse_args(argv)
+    from flows.judge_keys import endpoint_in_use, export_judge_key
+
     try:
         params = load_params(args.params, args.overrides)
         checkpoint = Path(args.checkpoint) if args.checkpoint else newest_checkpoint(params)
+        export_judge_key(endpoint_in_use(params.judges))  # from a Prefect Secret block, if the params name one
     except (ParamsError, FileNotFoundError) as err:
         print(f"fgrpo evaluate: {err}", file=sys.stderr)
         return 2

@@ -79,6 +79,13 @@ def agreement_main(argv: Sequence[str]) -> int:
     if args.limit is not None and args.limit < 1:
         print(f"fgrpo judge-agreement: --limit must be >= 1, got {args.limit}", file=sys.stderr)
         return 2
+    from flows.judge_keys import export_judge_key
+
+    try:
+        export_judge_key(endpoint)  # from a Prefect Secret block, if the params name one
+    except ParamsError as err:
+        print(f"fgrpo judge-agreement: {err}", file=sys.stderr)
+        return 2
 
     from fgrpo_core.judges.agreement import compare_judges, trace_requests
     from fgrpo_core.judges.cache import CachedJudge, VerdictCache

@@ -87,8 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fgrpo repro: unknown variant(s) {unknown}; choose from {list(VARIANTS)}", file=sys.stderr)
         return 2
     seeds = [int(s) for s in args.seeds.split(",")]
+    from flows.judge_keys import endpoint_in_use, export_judge_key
+
     try:
         base = load_params(args.params, args.overrides)
+        export_judge_key(endpoint_in_use(base.judges))  # from a Prefect Secret block, if the params name one
     except ParamsError as err:
         print(err, file=sys.stderr)
         return 2

@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     from fgrpo_core.train.setup import create_trainer
+    from flows.judge_keys import endpoint_in_use, export_judge_key
     from flows.stages import guard_outputs
 
     fp = params.fgrpo
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Never resume rounds that other params, code or inputs produced (dvc.yaml keeps them: persist).
     guard_outputs("train", params, [fp.out_dir, fp.run_dir])
     try:
+        export_judge_key(endpoint_in_use(params.judges))  # from a Prefect Secret block, if the params name one
         trainer = create_trainer(fgrpo=fp, rollout=params.rollout, model=params.model, judges=params.judges,
                                  init_path=init_path(params), data_dir=params.data.out_dir, seed=fp.seed)
     except (FileNotFoundError, ValueError) as err:

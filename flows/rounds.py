@@ -48,6 +48,7 @@ def train_rounds(params: RunParams, identity: StageIdentity) -> Output:
     from fgrpo_core.train.rounds import RunLayout
     from fgrpo_core.train.setup import create_trainer
     from flows.cmd_train import init_path
+    from flows.judge_keys import endpoint_in_use, export_judge_key
 
     logger = get_run_logger()
     p = params.params
@@ -57,6 +58,7 @@ def train_rounds(params: RunParams, identity: StageIdentity) -> Output:
     if resumable and fp.rounds in layout.completed_rounds():  # e.g. after `dvc repro`: nothing to train
         logger.info("all %d rounds of this stage key are on disk; not starting a trainer", fp.rounds)
         return Output.of("train", layout.checkpoint(fp.rounds), layout.multipliers, layout.metrics)
+    export_judge_key(endpoint_in_use(p.judges), log=logger.info)  # the judge's key, if a Secret block holds it
     with gpu_slot():
         trainer = create_trainer(fgrpo=fp, rollout=p.rollout, model=p.model, judges=p.judges,
                                  init_path=init_path(p), data_dir=p.data.out_dir, seed=fp.seed)

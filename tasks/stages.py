@@ -119,8 +119,11 @@ def sft(params: RunParams, identity: StageIdentity) -> Output:
 def evaluate(params: RunParams, identity: StageIdentity, checkpoint: str, artifact_key: str = "eval") -> Output:
     """``fgrpo evaluate --checkpoint C``; artifacts: the final metrics table and the plot paths."""
     from fgrpo_core.eval.outputs import benchmark_table_path
+    from flows.judge_keys import endpoint_in_use, export_judge_key
 
     ep = params.params.eval
+    # the judge's key, if a Secret block holds it: the command below inherits this environment
+    export_judge_key(endpoint_in_use(params.params.judges), log=get_run_logger().info)
     with gpu_slot():
         run_command(fgrpo_argv("evaluate", params.file, params.overrides, "--checkpoint", checkpoint))
     table = benchmark_table_path(ep.out_path)
