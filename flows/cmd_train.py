@@ -32,13 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="stop after this many rounds in total (default fgrpo.rounds)")
     ap.add_argument("--fresh", action="store_true", help="ignore existing checkpoints (moved to *.old-<time>)")
     args = ap.parse_args(list(argv or []))
+    from flows.judge_keys import endpoint_in_use, export_judge_key
+
     try:
         params = load_params(args.params, args.overrides)
+        export_judge_key(endpoint_in_use(params.judges))  # from a Prefect Secret block, if the params name one
     except ParamsError as err:
         print(err, file=sys.stderr)
         return 2
     from fgrpo_core.train.setup import create_trainer
-    from flows.judge_keys import endpoint_in_use, export_judge_key
     from flows.stages import guard_outputs
 
     fp = params.fgrpo
@@ -50,7 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Never resume rounds that other params, code or inputs produced (dvc.yaml keeps them: persist).
     guard_outputs("train", params, [fp.out_dir, fp.run_dir])
     try:
-        export_judge_key(endpoint_in_use(params.judges))  # from a Prefect Secret block, if the params name one
         trainer = create_trainer(fgrpo=fp, rollout=params.rollout, model=params.model, judges=params.judges,
                                  init_path=init_path(params), data_dir=params.data.out_dir, seed=fp.seed)
     except (FileNotFoundError, ValueError) as err:
