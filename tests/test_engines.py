@@ -1,6 +1,8 @@
 """Rollout engines on the tiny model: vLLM and transformers agree, and vLLM takes new weights
 in place (PITFALLS.md "Stale weights in vLLM")."""
 
+import warnings
+
 import pytest
 import torch
 from PIL import Image
@@ -95,3 +97,17 @@ def _tiny_state(path):
     from safetensors.torch import load_file
 
     return load_file(str(path / "model.safetensors"))
+
+
+def test_trainer_keeps_its_thread_count_beside_an_in_process_engine(vllm_engine):
+    # vLLM's CPU worker makes torch.set_num_threads a no-op; our engine puts the real one back,
+    # so fgrpo.cpu_threads / sft.cpu_threads still apply in a process holding the engine.
+    from fgrpo_core.train.threads import cpu_threads
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "not applied" would be a warning
+        with cpu_threads(target, field="fgrpo.cpu_threads"):
+            assert torch.get_num_threads() == target
+    assert torch.get_num_threads() == before

@@ -326,20 +326,19 @@ def test_fgrpo_sft_command(tiny_model_dir, short_split, tmp_path):
 
 
 def test_cpu_threads_are_set_and_restored(monkeypatch):
-    from fgrpo_core.train import sft
+    from fgrpo_core.train import threads
 
-    # torch's own setter is replaced: an in-process vLLM engine (the session fixture) makes the
-    # real one a no-op for the whole process.
+    # torch's own setter is replaced so the test sees every call.
     state, calls = {"n": 3}, []
     monkeypatch.setattr(torch, "get_num_threads", lambda: state["n"])
     monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), state.update(n=n)))
-    with sft.cpu_threads(1):
+    with threads.cpu_threads(1):
         assert state["n"] == 1
     assert state["n"] == 3 and calls == [1, 3]
-    with sft.cpu_threads(None):
+    with threads.cpu_threads(None):
         pass
     assert calls == [1, 3], "None leaves the threads alone"
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))  # a no-op, as under vLLM
-    with pytest.warns(UserWarning, match="cpu_threads=1 not applied"):
-        with sft.cpu_threads(1):
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))  # a no-op setter
+    with pytest.warns(UserWarning, match="sft.cpu_threads=1 not applied"):
+        with threads.cpu_threads(1, field="sft.cpu_threads"):
             pass

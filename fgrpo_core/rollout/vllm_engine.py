@@ -60,6 +60,10 @@ class VLLMEngine:
         mm_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
         self.model_path = str(model_path)
         self.in_process = in_process
+        # vLLM's CPU worker replaces torch.set_num_threads with a no-op because it binds its OpenMP
+        # threads to cores; it binds only the worker processes it spawns, so an in-process engine
+        # gets the real setter back and the trainer beside it keeps choosing its thread count.
+        set_num_threads = torch.set_num_threads
         self.llm = LLM(
             model=self.model_path,
             dtype=dtype,
@@ -74,6 +78,8 @@ class VLLMEngine:
             mm_processor_kwargs=mm_kwargs or None,
             **llm_kwargs,
         )
+        if in_process:
+            torch.set_num_threads = set_num_threads
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
 

@@ -42,6 +42,7 @@ from fgrpo_core.prompts import build_messages
 from fgrpo_core.records import PromptInput, RolloutBatch, SamplingSettings
 from fgrpo_core.train.policy import EncodedPrompt, encode_prompt
 from fgrpo_core.train.scoring import CONSTRAINTS, RoundScores, score_rollouts
+from fgrpo_core.train.threads import cpu_threads
 from fgrpo_core.train.update import PolicyUpdater, UpdateSettings
 
 STATE_FILE = "trainer_state.pt"
@@ -263,8 +264,10 @@ class FGRPOTrainer:
                 self._encoded[s.id] = encode_prompt(self.processor, self._prompt(s))
         rollouts = batch.rollouts
         t0 = time.perf_counter()
-        stats = self.updater.step([self._encoded[x.prompt_id] for x in rollouts], [x.token_ids for x in rollouts],
-                                  adv, gid, torch.Generator().manual_seed(_derive(self.seed, "update", r)))
+        with cpu_threads(self.p.cpu_threads, field="fgrpo.cpu_threads"):
+            stats = self.updater.step([self._encoded[x.prompt_id] for x in rollouts],
+                                      [x.token_ids for x in rollouts], adv, gid,
+                                      torch.Generator().manual_seed(_derive(self.seed, "update", r)))
         t_update = time.perf_counter() - t0
         means, counts = constraint_stats({k: cons[k] for k in self.active})
         records = self.dual.update(means, counts)  # after the primal step (FGRPO.md section 4)

@@ -31,13 +31,11 @@ Multi-GPU: run the same entry point under ``accelerate launch``; Trainer does th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,6 +46,7 @@ from fgrpo_core.config import SFTParams
 from fgrpo_core.models.loading import load_policy, load_processor, resolve_dtype
 from fgrpo_core.train.sft_data import EncodedSFTData, SFTCollator, encode_for_sft, load_staged
 from fgrpo_core.train.sft_log import write_training_log
+from fgrpo_core.train.threads import cpu_threads
 
 MODEL_SUBDIR = "model"  # out_dir/model: the final save_pretrained checkpoint
 RUN_FILE = "sft_run.json"  # what the checkpoints in out_dir were trained from
@@ -134,29 +133,6 @@ def _check_resume_matches(out_dir: Path, identity: dict[str, Any]) -> None:
             f"{out_dir} holds SFT checkpoints of another run (differs in: {', '.join(diff)}); "
             "use another sft.out_dir or remove its checkpoint-* folders"
         )
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """torch's intra-op CPU threads set to ``n`` inside the block, restored after (None: as is).
-
-    On a CPU shared with other jobs, a tiny model trains several times faster on one thread:
-    with more, each small op waits for its sibling threads to be scheduled (bench/sft.py).
-    A process holding an in-process vLLM CPU engine cannot change it: vLLM binds its threads to
-    cores and replaces ``torch.set_num_threads`` with a no-op; then this only warns.
-    """
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    if torch.get_num_threads() != n:
-        warnings.warn(f"sft.cpu_threads={n} not applied: torch keeps {torch.get_num_threads()} threads "
-                      "(an in-process vLLM CPU engine fixes them)", stacklevel=3)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _sft_config(params: SFTParams, out_dir: Path, compute_dtype: torch.dtype, on_cuda: bool):
@@ -318,7 +294,7 @@ def run_sft(
     compute precision (``auto``: bf16 on CUDA, fp32 on CPU). ``callbacks`` are extra
     ``transformers.TrainerCallback`` objects.
     """
-    with cpu_threads(params.cpu_threads):
+    with cpu_threads(params.cpu_threads, field="sft.cpu_threads"):
         setup = build_sft_trainer(
             params, model_path, data_paths, out_dir, dtype=dtype, trust_remote_code=trust_remote_code,
             min_pixels=min_pixels, max_pixels=max_pixels, callbacks=callbacks,
