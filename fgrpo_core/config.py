@@ -151,7 +151,7 @@ class SFTParams(_Section):
         4, description="DataLoader processes running the image processor beside training (0 on small CPUs)."
     )
     cpu_threads: int | None = Field(
-        None, description="torch CPU threads while SFT runs (None: torch's default). 1 for tiny models on a shared CPU."
+        None, ge=1, description="torch CPU threads while SFT runs (None: torch's default). 1 for tiny models on a shared CPU."
     )
 
 
@@ -280,6 +280,9 @@ class FGRPOParams(_Section):
     keep_checkpoints: Literal["all", "latest"] = Field("latest", description="Round checkpoints kept.")
     freeze_vision: bool = Field(False, description="Keep the vision tower fixed during RL.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations (memory for compute).")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads during the policy update (None: torch's default). "
+        "1 for tiny models on a shared CPU.")
     seed: int = Field(0, description="Seed of sampling, data order and the update.")
 
 

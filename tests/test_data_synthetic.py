@@ -187,3 +187,27 @@ def test_generate_samples_uses_the_default_model_frame():
 
     got = generate_samples(PARAMS, n=5, split="demo")
     assert samples_hash(got) == samples_hash(generate_split(PARAMS, "demo", 5, MIN_PX, MAX_PX))
+
+
+def test_no_answer_position_shortcut(samples):
+    # A policy that always answers the same letter must score at chance (the mean of 1/k over
+    # questions with k options), or RL learns the letter instead of the scene. Counting once put
+    # small counts at option A: "always A" scored 0.51 on 512 samples where chance was 0.43.
+    from scipy.stats import chisquare
+
+    from fgrpo_core.data.synthetic import LETTERS
+
+    k = np.array([len(s.choices) for s in samples])
+    chance = (1.0 / k).mean()
+    for pos, letter in enumerate(LETTERS[:4]):
+        p = np.where(k > pos, 1.0 / k, 0.0)  # "always <letter>" is right w.p. 1/k where that option exists
+        hits = sum(s.answer == letter for s in samples)
+        sd = math.sqrt((p * (1 - p)).sum())
+        assert abs(hits - p.sum()) < 4 * sd, f"always {letter}: {hits} right, chance {p.sum():.1f} (sd {sd:.1f})"
+    assert 0.25 < chance < 0.5
+    for task in TASKS:  # per task, every position equally likely
+        idx = [LETTERS.index(s.answer) for s in samples if s.task == task]
+        n_opt = {len(s.choices) for s in samples if s.task == task}
+        if len(n_opt) == 1:
+            counts = np.bincount(idx, minlength=n_opt.pop())
+            assert chisquare(counts).pvalue > 1e-3, f"{task}: answer positions {counts.tolist()}"

@@ -329,8 +329,10 @@ def _ask_counting(scene, rng):
     q = (f"How many {value}s are in the image?" if attr == "shape"
          else f"How many {value} objects are in the image?")
     start = max(1, n - rng.randint(0, 3))
-    choices = [str(k) for k in range(start, start + 4)]
-    return QuestionSpec("counting", attr, q, choices, choices.index(str(n)), counted,
+    # Shuffled, not in numeric order: small counts would otherwise sit at option A most of the time,
+    # and a policy answering "A" always would score far above chance (a shortcut RL finds at once).
+    choices, idx = _shuffled(rng, [str(k) for k in range(start, start + 4)], str(n))
+    return QuestionSpec("counting", attr, q, choices, idx, counted,
                         {"attribute": attr, "value": value, "count": n})
 
 
