@@ -8,15 +8,24 @@ SFT checkpoint, see the same data and the same budget, and are evaluated by the 
 before each), so the whole table costs one engine start. Rows already trained and evaluated are
 skipped, so an interrupted table resumes.
 
-Outputs: ``<repro_dir>/<row>-s<seed>/{runs,checkpoints}``, ``metrics/repro/<row>-s<seed>.json``,
-``reports/repro/`` (the table as markdown, per-benchmark bars, the multiplier curriculum of the
-FGRPO rows).
+Rows already trained and evaluated with the same settings (``<row>.identity.json``: hashes of the
+fgrpo/rollout/judges/eval/data sections and of the SFT checkpoint) are reused; a row stored with
+other settings is an error, never silently mixed into the table.
+
+Outputs (defaults): ``runs/repro/<row>-s<seed>/{runs,checkpoints}``; ``metrics/repro/<row>-s<seed>.json``
+(+ samples, identity) and ``metrics/repro/summary.json`` (seed means, target check: DVC metrics);
+``reports/repro/``: ``table.md`` (every row paired against GRPO-T, bootstrap intervals),
+``summary.md`` (seed means and the issue's target), ``curves.csv``/``curves.png`` (per-round batch
+means), ``multipliers.png`` (lambda trajectories of the FGRPO rows), ``benchmarks.png`` and one
+report folder per row.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -42,15 +51,15 @@ LABELS = {
 }
 
 
-def _row_overrides(name: str, seed: int, root: Path) -> list[str]:
+def _row_overrides(name: str, seed: int, root: Path, metrics_dir: Path, report_dir: Path) -> list[str]:
     d = root / f"{name}-s{seed}"
     return VARIANTS[name] + [
         f"fgrpo.seed={seed}",
         f"fgrpo.run_dir={d / 'runs'}",
         f"fgrpo.out_dir={d / 'checkpoints'}",
-        f"eval.out_path=metrics/repro/{name}-s{seed}.json",
-        f"eval.samples_path=metrics/repro/{name}-s{seed}_samples.jsonl",
-        f"eval.report_dir=reports/repro/{name}-s{seed}",
+        f"eval.out_path={metrics_dir / f'{name}-s{seed}.json'}",
+        f"eval.samples_path={metrics_dir / f'{name}-s{seed}_samples.jsonl'}",
+        f"eval.report_dir={report_dir / f'{name}-s{seed}'}",
     ]
 
 
@@ -62,7 +71,7 @@ def _evaluate(engine, params, splits, name: str, run_dir: Path | None):
     ep, f = params.eval, params.fgrpo
     result = run_eval(engine, build_judge(params.judges), splits, EvalSettings.from_params(ep))
     write_eval_outputs(
-        result, ep.out_path, ep.samples_path, ep.report_dir, run_name=LABELS.get(name, name),
+        result, ep.out_path, ep.samples_path, ep.report_dir, run_name=LABELS.get(name.split("-s")[0], name),
         about=[f"Ablation row `{name}` of `fgrpo repro` (preset {params.name})"],
         multipliers_csv=run_dir / "multipliers.csv" if run_dir else None,
         train_metrics_csv=run_dir / "train_metrics.csv" if run_dir else None,
@@ -73,6 +82,173 @@ def _evaluate(engine, params, splits, name: str, run_dir: Path | None):
           f"semantic {m.semantic_grounding.value:.3f}  spatial {m.spatial_grounding.value:.3f}", flush=True)
 
 
+def row_identity(params, init: Path, trained: bool = True) -> dict[str, str]:
+    """What a finished row's results depend on: the sections that shape its training (``trained``)
+    and evaluation, and the bytes of the starting checkpoint. A stored row with another identity
+    is not reused."""
+    from fgrpo_core.config import section_hash
+    from flows.stages import content_hash
+
+    sections = ("fgrpo", "rollout", "judges", "eval", "data") if trained else ("judges", "eval", "data")
+    return {**{k: section_hash(getattr(params, k)) for k in sections}, "init": content_hash([init])}
+
+
+def _check_identity(path: Path, identity: dict[str, str], row: str) -> bool:
+    """True when the row's results exist for this identity; an error when they exist for another."""
+    import json
+
+    if not path.is_file():
+        return False
+    stored = json.loads(path.read_text())
+    diff = sorted(k for k in identity if stored.get(k) != identity[k])
+    if diff:
+        raise RuntimeError(f"{path}: row {row} was trained with other {', '.join(diff)} settings or another "
+                           f"SFT checkpoint; remove that row's outputs or choose another --dir/--metrics-dir")
+    return True
+
+
+@dataclass(frozen=True)
+class TableOutputs:
+    table: Path  # paired comparison of every row (markdown)
+    summary: Path  # mean over seeds, target check (markdown)
+    metrics: Path  # DVC metrics: seed means per variant (JSON)
+    curves: Path  # per-round batch means of every row (CSV, DVC plots)
+    figures: tuple[Path, ...]
+
+
+def run_table(params_file: str, overrides: Sequence[str], rows: Sequence[str], seeds: Sequence[int],
+              root: Path, metrics_dir: Path, report_dir: Path, engine=None) -> TableOutputs:
+    """Train and evaluate every (row, seed) from the shared SFT start, then write the table.
+
+    ``engine``: a live rollout engine to use (tests share one); by default one is started and
+    closed here. Rows whose results exist for the same identity are reused, so a table resumes.
+    """
+    import json
+
+    from flows import cmd_data, cmd_sft
+    from flows.cmd_model import ensure_model
+    from flows.cmd_train import init_path
+    from fgrpo_core.eval.runner import load_test_splits
+    from fgrpo_core.train.setup import create_trainer, make_engine
+
+    base = load_params(params_file, list(overrides))
+    # 1. The shared start: base model, data, one SFT checkpoint (the same commands as the pipeline).
+    ensure_model(base.model)
+    common = ["--params", params_file] + [x for o in overrides for x in ("--set", o)]
+    if not (Path(base.data.out_dir) / "manifest.json").is_file() and cmd_data.main(common):
+        raise RuntimeError("fgrpo repro: staging the data failed (see above)")
+    init = init_path(base)
+    if not (init / "config.json").is_file() and cmd_sft.main(common):
+        raise RuntimeError("fgrpo repro: the SFT warm start failed (see above)")
+    splits = load_test_splits(base.data.out_dir, base.eval.benchmarks, base.eval.limit)
+
+    # 2. One engine for every row; each row starts from the SFT weights.
+    own_engine = engine is None
+    if own_engine:
+        engine = make_engine(init, base.rollout, base.model, base.seed)
+    done: list[tuple[str, Path]] = []
+    try:
+        sft_params = load_params(params_file, list(overrides) + [
+            f"eval.out_path={metrics_dir / 'sft.json'}", f"eval.samples_path={metrics_dir / 'sft_samples.jsonl'}",
+            f"eval.report_dir={report_dir / 'sft'}"])
+        ident_path = metrics_dir / "sft.identity.json"
+        ident = row_identity(sft_params, init, trained=False)
+        if not (_check_identity(ident_path, ident, "sft") and Path(sft_params.eval.out_path).is_file()):
+            engine.load_weights_from(init)
+            _evaluate(engine, sft_params, splits, "sft", None)
+            ident_path.write_text(json.dumps(ident, indent=1))
+        done.append(("sft", Path(sft_params.eval.out_path)))
+        for seed in seeds:
+            for name in rows:
+                p = load_params(params_file, list(overrides) + _row_overrides(name, seed, root, metrics_dir, report_dir))
+                row, out = f"{name}-s{seed}", Path(p.eval.out_path)
+                ident_path, ident = metrics_dir / f"{row}.identity.json", row_identity(p, init)
+                if not (_check_identity(ident_path, ident, row) and out.is_file()):
+                    engine.load_weights_from(init)
+                    trainer = create_trainer(fgrpo=p.fgrpo, rollout=p.rollout, model=p.model, judges=p.judges,
+                                             init_path=init, data_dir=p.data.out_dir, seed=seed, engine=engine)
+                    trainer.resume()
+                    print(f"[{row}] training {p.fgrpo.rounds} rounds", flush=True)
+                    trainer.run()
+                    _evaluate(engine, p, splits, row, Path(p.fgrpo.run_dir))
+                    ident_path.write_text(json.dumps(ident, indent=1))
+                done.append((row, out))
+    finally:
+        if own_engine:
+            engine.close()
+        else:
+            engine.load_weights_from(init)  # hand a shared engine back holding the start policy
+
+    # 3. The table: every row against GRPO-T (the paper's baseline) when it ran, else the SFT start.
+    from flows.cmd_eval import compare_main
+
+    order = sorted(done, key=lambda x: (not x[0].startswith("grpo_t"), x[0] != "sft"))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    table = report_dir / "table.md"
+    if compare_main([str(m) for _, m in order] + ["--names", ",".join(n for n, _ in order),
+                                                  "--out", str(table), "--plot", str(report_dir / "benchmarks.png"),
+                                                  "--bootstrap", str(base.eval.bootstrap)]):
+        raise RuntimeError("fgrpo repro: the comparison table failed (see above)")
+    return _summarise(base, rows, seeds, root, metrics_dir, report_dir, table)
+
+
+def _summarise(base, rows, seeds, root: Path, metrics_dir: Path, report_dir: Path, table: Path) -> TableOutputs:
+    """Seed means, the target check, per-round curves and the multiplier trajectories."""
+    import csv
+    import json
+
+    from fgrpo_core.eval.curves import read_multipliers, read_train_metrics
+    from fgrpo_core.eval.repro import (
+        plot_multiplier_trajectories, plot_round_curves, rotation_accuracy, seed_stats, summary_markdown, target_check)
+
+    def mean_block(row: str) -> dict:
+        m = json.loads((metrics_dir / f"{row}.json").read_text())["mean"]
+        with (metrics_dir / f"{row}_samples.jsonl").open() as f:
+            m["rotation_accuracy"] = rotation_accuracy([json.loads(line) for line in f if line.strip()])
+        return m
+
+    means = {"sft": [mean_block("sft")]}
+    for name in rows:
+        means[name] = [mean_block(f"{name}-s{s}") for s in seeds]
+    stats = {name: seed_stats(runs) for name, runs in means.items()}
+    check = target_check(stats["grpo_t"], stats["fgrpo"]) if {"grpo_t", "fgrpo"} <= set(rows) else None
+    summary = report_dir / "summary.md"
+    summary.write_text(summary_markdown(stats, LABELS, check, seeds))
+
+    metrics = metrics_dir / "summary.json"
+    blob = {name: {m: st.mean for m, st in s.items()} for name, s in stats.items()}
+    if check is not None:
+        blob["target"] = {"ir_ratio": check.ir_ratio if math.isfinite(check.ir_ratio) else None,
+                          "acc_gap": check.acc_gap, "semantic_gain": check.semantic_gain}
+    metrics.write_text(json.dumps(blob, indent=1, sort_keys=True) + "\n")
+
+    curves_by_variant, histories, long_rows = {}, {}, []
+    for name in rows:
+        runs = []
+        for s in seeds:
+            run_dir = root / f"{name}-s{s}" / "runs"
+            c = read_train_metrics(run_dir / "train_metrics.csv")
+            runs.append(c)
+            for i, r in enumerate(c.rounds):
+                long_rows.append({"variant": name, "seed": s, "round": int(r),
+                                  **{k: float(v[i]) for k, v in sorted(c.series.items())}})
+            if name.startswith("fgrpo"):
+                histories[f"{name}-s{s}"] = read_multipliers(run_dir / "multipliers.csv")
+        curves_by_variant[name] = runs
+    curves = report_dir / "curves.csv"
+    with curves.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(long_rows[0]) if long_rows else ["variant", "seed", "round"])
+        w.writeheader()
+        w.writerows(long_rows)
+    figures = [plot_round_curves(curves_by_variant, report_dir / "curves.png",
+                                 title=f"{base.name}: per-round batch means (mean over seeds {list(seeds)})")]
+    if histories:
+        figures.append(plot_multiplier_trajectories(histories, report_dir / "multipliers.png",
+                                                    title=f"{base.name}: Lagrange multipliers of the FGRPO rows"))
+    print(summary.read_text(), flush=True)
+    return TableOutputs(table, summary, metrics, curves, tuple(figures))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fgrpo repro", description="the ablation table from one SFT checkpoint")
     ap.add_argument("--params", default="params/repro-tiny.yaml")
@@ -80,13 +256,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"rows to run ({', '.join(VARIANTS)})")
     ap.add_argument("--seeds", default="0", help="comma-separated RL seeds (same SFT checkpoint)")
     ap.add_argument("--dir", default="runs/repro", help="where each row's runs and checkpoints go")
+    ap.add_argument("--metrics-dir", default="metrics/repro", help="eval JSON per row, summary.json")
+    ap.add_argument("--report-dir", default="reports/repro", help="table, summary, curves and figures")
     args = ap.parse_args(list(argv or []))
     rows = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in rows if v not in VARIANTS]
-    if unknown:
+    if unknown or not rows:
         print(f"fgrpo repro: unknown variant(s) {unknown}; choose from {list(VARIANTS)}", file=sys.stderr)
         return 2
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        print(f"fgrpo repro: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
     from flows.judge_keys import endpoint_in_use, export_judge_key
 
     try:
@@ -95,59 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParamsError as err:
         print(err, file=sys.stderr)
         return 2
-
-    from flows import cmd_data, cmd_sft
-    from flows.cmd_model import ensure_model
-    from flows.cmd_train import init_path
-    from fgrpo_core.eval.runner import load_test_splits
-    from fgrpo_core.train.setup import create_trainer, make_engine
-
-    # 1. The shared start: base model, data, one SFT checkpoint (the same commands as the pipeline).
-    ensure_model(base.model)
-    common = ["--params", args.params] + [x for o in args.overrides for x in ("--set", o)]
-    if not (Path(base.data.out_dir) / "manifest.json").is_file() and cmd_data.main(common):
-        return 1
-    init = init_path(base)
-    if not (init / "config.json").is_file() and cmd_sft.main(common):
-        return 1
-    splits = load_test_splits(base.data.out_dir, base.eval.benchmarks, base.eval.limit)
-
-    # 2. One engine for every row; each row starts from the SFT weights.
-    engine = make_engine(init, base.rollout, base.model, base.seed)
-    root = Path(args.dir)
-    done: list[tuple[str, Path]] = []
+    metrics_dir, report_dir = Path(args.metrics_dir), Path(args.report_dir)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
     try:
-        sft_params = load_params(args.params, args.overrides + [
-            "eval.out_path=metrics/repro/sft.json", "eval.samples_path=metrics/repro/sft_samples.jsonl",
-            "eval.report_dir=reports/repro/sft"])
-        if not Path(sft_params.eval.out_path).is_file():
-            _evaluate(engine, sft_params, splits, "sft", None)
-        done.append(("sft", Path(sft_params.eval.out_path)))
-        for seed in seeds:
-            for name in rows:
-                p = load_params(args.params, args.overrides + _row_overrides(name, seed, root))
-                out = Path(p.eval.out_path)
-                if not out.is_file():
-                    engine.load_weights_from(init)
-                    trainer = create_trainer(fgrpo=p.fgrpo, rollout=p.rollout, model=p.model, judges=p.judges,
-                                             init_path=init, data_dir=p.data.out_dir, seed=seed, engine=engine)
-                    trainer.resume()
-                    print(f"[{name} seed {seed}] training {p.fgrpo.rounds} rounds", flush=True)
-                    trainer.run()
-                    _evaluate(engine, p, splits, name, Path(p.fgrpo.run_dir))
-                done.append((f"{name}-s{seed}", out))
-    finally:
-        engine.close()
-
-    # 3. The table: every row against GRPO-T (the paper's baseline) when it ran, else the SFT start.
-    from flows.cmd_eval import compare_main
-
-    order = sorted(done, key=lambda x: (not x[0].startswith("grpo_t"), x[0] != "sft"))
-    Path("reports/repro").mkdir(parents=True, exist_ok=True)
-    return compare_main([str(m) for _, m in order] + ["--names", ",".join(n for n, _ in order),
-                                                       "--out", "reports/repro/table.md",
-                                                       "--plot", "reports/repro/benchmarks.png",
-                                                       "--bootstrap", str(base.eval.bootstrap)])
+        run_table(args.params, args.overrides, rows, seeds, Path(args.dir), metrics_dir, report_dir)
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
