@@ -12,9 +12,9 @@ Rows already trained and evaluated with the same settings (``<row>.identity.json
 fgrpo/rollout/judges/eval/data sections and of the SFT checkpoint) are reused; a row stored with
 other settings is an error, never silently mixed into the table.
 
-Outputs (defaults): ``runs/repro/<row>-s<seed>/{runs,checkpoints}``; ``metrics/repro/<row>-s<seed>.json``
-(+ samples, identity) and ``metrics/repro/summary.json`` (seed means, target check: DVC metrics);
-``reports/repro/``: ``table.md`` (every row paired against GRPO-T, bootstrap intervals),
+Outputs (defaults, all under ``repro/`` beside its ``dvc.yaml``): ``repro/runs/<row>-s<seed>/{runs,checkpoints}``;
+``repro/metrics/<row>-s<seed>.json`` (+ samples, identity) and ``repro/metrics/summary.json`` (seed means, target check: DVC metrics);
+``repro/reports/``: ``table.md`` (every row paired against GRPO-T, bootstrap intervals),
 ``summary.md`` (seed means and the issue's target), ``curves.csv``/``curves.png`` (per-round batch
 means), ``multipliers.png`` (lambda trajectories of the FGRPO rows), ``benchmarks.png`` and one
 report folder per row.
@@ -86,11 +86,21 @@ def row_identity(params, init: Path, trained: bool = True) -> dict[str, str]:
     """What a finished row's results depend on: the sections that shape its training (``trained``)
     and evaluation, and the bytes of the starting checkpoint. A stored row with another identity
     is not reused."""
-    from fgrpo_core.config import section_hash
+    import hashlib
+    import json
+
     from flows.stages import content_hash
 
     sections = ("fgrpo", "rollout", "judges", "eval", "data") if trained else ("judges", "eval", "data")
-    return {**{k: section_hash(getattr(params, k)) for k in sections}, "init": content_hash([init])}
+    ident = {}
+    for k in sections:
+        blob = {f: v for f, v in getattr(params, k).model_dump(mode="json").items() if f not in _WHERE}
+        ident[k] = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    return {**ident, "init": content_hash([init])}
+
+
+# Where outputs go, not what they hold: moving a table's folders keeps its rows reusable.
+_WHERE = {"out_dir", "run_dir", "out_path", "samples_path", "report_dir", "cache_dir", "init_from"}
 
 
 def _check_identity(path: Path, identity: dict[str, str], row: str) -> bool:
@@ -255,9 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"rows to run ({', '.join(VARIANTS)})")
     ap.add_argument("--seeds", default="0", help="comma-separated RL seeds (same SFT checkpoint)")
-    ap.add_argument("--dir", default="runs/repro", help="where each row's runs and checkpoints go")
-    ap.add_argument("--metrics-dir", default="metrics/repro", help="eval JSON per row, summary.json")
-    ap.add_argument("--report-dir", default="reports/repro", help="table, summary, curves and figures")
+    ap.add_argument("--dir", default="repro/runs", help="where each row's runs and checkpoints go")
+    ap.add_argument("--metrics-dir", default="repro/metrics", help="eval JSON per row, summary.json")
+    ap.add_argument("--report-dir", default="repro/reports", help="table, summary, curves and figures")
     args = ap.parse_args(list(argv or []))
     rows = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in rows if v not in VARIANTS]
