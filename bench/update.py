@@ -1,19 +1,32 @@
-"""One policy update on the same rollout batch: FGRPO (three constraints, adaptive lambda) against
-the same step with constraints off (GRPO-T), at two model sizes.
+"""One policy update on the same rollout batch, three arms, at two model sizes (issue #7).
 
-    .venv/bin/python bench/update.py [--sizes tiny,medium] [--prompts 8] [--group 4] [--tokens 96]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/update.py [--sizes tiny,medium] [--prompts 8] [--group 4]
+                                                       [--tokens 96] [--repeats 3]
 
-Both arms score the same replayed rollouts (the synthetic SFT traces of the prompts, see
-tests/replay.py) with the real grader and exact judge, compute their advantages, and run
-``PolicyUpdater.step`` (old/ref log-probs, clipped surrogate + KL, AdamW) from the same weights.
-Prints seconds per update (median of interleaved repeats) and the ratio (goal <= 1.05).
-Not yet measured here: TRL GRPOTrainer's loss + backward on the same batch (issue #7).
+All arms score the same replayed rollouts (the synthetic SFT traces of the prompts, see
+tests/replay.py) with the real grader and exact judge, and start from the same weights.
+  GRPO-T  ``PolicyUpdater.step`` with task-only advantages (constraints off)
+  FGRPO   ``PolicyUpdater.step`` with FGRPO advantages (three constraints, lambda = 1)
+  TRL     GRPOTrainer's work for the same round on the FGRPO advantages (bench/trl_update.py)
+Each arm includes: old log-probs (no-grad pass of the policy), reference log-probs (no-grad pass
+of the frozen SFT copy), and per mini-batch the micro-batch forward + loss + backward, gradient
+clipping and one AdamW step; the same mini-batches and micro-batches (same seeded group order,
+micro_batch rows each, padded by the same ``collate``). Neither arm includes generation, scoring
+or advantages. Prints seconds per round (median of interleaved repeats) and the ratios
+FGRPO/GRPO-T (goal <= 1.05) and FGRPO/TRL (goal <= 1.0).
+
+Loss check (not timed): the first micro-batch's loss of each arm, ours taken from inside
+``PolicyUpdater.step``, TRL's from ``compute_loss`` on identical inputs; TRL's value is rescaled
+where its normaliser differs by definition (``trl_loss_scale``). A second TRL value with
+``mm_token_type_ids`` (M-RoPE positions for the image, what TRL passes) shows what our path,
+which passes none, computes differently.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -22,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.rollouts import SIZES  # noqa: E402
 
@@ -37,6 +51,7 @@ def main() -> None:
 
     import torch
 
+    from bench.trl_update import LOSS_TYPE, build_grpo_trainer, check_agreement, minibatch_order, reset, trl_step
     from fgrpo_core.advantages import compute_advantages
     from fgrpo_core.config import AdvantageMode, SyntheticDataParams, TinyModelParams
     from fgrpo_core.data.synthetic import generate_samples
@@ -51,12 +66,18 @@ def main() -> None:
     from tests.replay import ReplayEngine
 
     samples = generate_samples(SyntheticDataParams(), n=args.prompts, split="rl", with_trace=True)
-    print(f"batch: {args.prompts} prompts x G={args.group}, <= {args.tokens} tokens; median of {args.repeats}\n")
-    print(f"{'size':8} {'params':>8} {'GRPO-T s':>9} {'FGRPO s':>9} {'FGRPO/GRPO-T':>13}")
+    settings = UpdateSettings(lr=1e-5, update_batch=args.prompts // 2, micro_batch=8)
+    n = args.prompts * args.group
+    print(f"batch: {args.prompts} prompts x G={args.group}, <= {args.tokens} tokens, update_batch "
+          f"{settings.update_batch} prompts, micro_batch {settings.micro_batch}, {settings.aggregation} "
+          f"(TRL loss_type {LOSS_TYPE[settings.aggregation]}); "
+          f"median of {args.repeats}, torch threads {torch.get_num_threads()}\n")
+    rows_out, checks = [], []
     for size in args.sizes.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             path = build_tiny_model(Path(tmp) / size, TinyModelParams(**SIZES[size]))
             proc = load_processor(path)
+            pad = proc.tokenizer.pad_token_id
             engine = ReplayEngine({s.id: (s.trace, s.answer, list(s.choices)) for s in samples}, proc.tokenizer)
             prompts = [PromptInput(s.id, build_messages(s.question, s.choices), s.image) for s in samples]
             batch = engine.generate(prompts, SamplingSettings(n=args.group, max_tokens=args.tokens, seed=0))
@@ -66,25 +87,73 @@ def main() -> None:
             rows = [enc[r.prompt_id] for r in batch.rollouts]
             comps = [r.token_ids for r in batch.rollouts]
             base = load_policy(path)
+            state = base.state_dict()
             n_params = sum(p.numel() for p in base.parameters()) / 1e6
-            arms = {
+            modes = {
                 "grpo_t": (AdvantageMode.grpo_task, []),
                 "fgrpo": (AdvantageMode.fgrpo, ["consistency", "semantic", "spatial"]),
             }
-            times: dict[str, list[float]] = {k: [] for k in arms}
-            for _ in range(args.repeats):
-                for name, (mode, active) in arms.items():
-                    adv = compute_advantages(mode, task, {k: cons[k] for k in active}, {k: 1.0 for k in active},
-                                             group_ids=gid).float()
-                    up = PolicyUpdater(copy.deepcopy(base), copy.deepcopy(base), proc.tokenizer.pad_token_id,
-                                       UpdateSettings(lr=1e-5, update_batch=args.prompts // 2, micro_batch=8))
-                    t1 = time.perf_counter()
-                    up.step(rows, comps, adv, gid, torch.Generator().manual_seed(0))
-                    times[name].append(time.perf_counter() - t1)
-            g, f = statistics.median(times["grpo_t"]), statistics.median(times["fgrpo"])
-            print(f"{size:8} {n_params:7.1f}M {g:9.2f} {f:9.2f} {f / g:13.3f}")
-    print("\ngoal: FGRPO/GRPO-T <= 1.05")
+            adv = {name: compute_advantages(mode, task, {k: cons[k] for k in active}, {k: 1.0 for k in active},
+                                            group_ids=gid).float() for name, (mode, active) in modes.items()}
+            trainer = build_grpo_trainer(copy.deepcopy(base), proc, settings, n, args.group, Path(tmp) / "trl")
+            assert all(torch.equal(a, b) for a, b in zip(trainer.ref_model.state_dict().values(), state.values())), \
+                "TRL's reference model does not hold the base weights"
+            n_steps = len(minibatch_order(gid, settings.update_batch, settings.epochs, torch.Generator()))
 
+            def ours():
+                return PolicyUpdater(copy.deepcopy(base), copy.deepcopy(base), pad, settings)
+
+            # ---- loss and gradient agreement (not timed)
+            checks.append((size, check_agreement(trainer, base, rows, comps, adv["fgrpo"], gid, settings, pad,
+                                                 args.prompts)))
+
+            def step_args():  # a fresh seeded generator each time: the mini-batch order is drawn from it
+                return rows, comps, adv["fgrpo"], gid, torch.Generator().manual_seed(0)
+
+            # ---- timing: interleaved repeats, fresh weights and optimiser each time
+            times: dict[str, list[float]] = {"grpo_t": [], "fgrpo": [], "trl": [], "trl_1d": [], "old_pass": []}
+            for _ in range(args.repeats):
+                for name in ("grpo_t", "fgrpo", "trl", "trl_1d"):
+                    if name.startswith("trl"):
+                        reset(trainer, state, n_steps)
+                        t1 = time.perf_counter()
+                        trl_step(trainer, *step_args(), settings, pad, mrope=name == "trl")
+                    else:
+                        up = ours()
+                        t1 = time.perf_counter()
+                        up.step(rows, comps, adv[name], gid, torch.Generator().manual_seed(0))
+                    times[name].append(time.perf_counter() - t1)
+                # our old-log-prob pass alone (TRL skips it when one optimiser step takes the whole round)
+                t1 = time.perf_counter()
+                up.sequence_logprobs(up.model, rows, comps)
+                times["old_pass"].append(time.perf_counter() - t1)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            rows_out.append((size, n_params, med))
+            del trainer
+
+    print(f"{'size':8} {'params':>8} {'GRPO-T s':>9} {'FGRPO s':>9} {'TRL s':>9} {'TRL 1-D s':>10} "
+          f"{'FGRPO/GRPO-T':>13} {'FGRPO/TRL':>10} {'FGRPO/TRL 1-D':>14} {'our old pass s':>15}")
+    for size, n_params, m in rows_out:
+        print(f"{size:8} {n_params:7.1f}M {m['grpo_t']:9.2f} {m['fgrpo']:9.2f} {m['trl']:9.2f} {m['trl_1d']:10.2f} "
+              f"{m['fgrpo'] / m['grpo_t']:13.3f} {m['fgrpo'] / m['trl']:10.3f} {m['fgrpo'] / m['trl_1d']:14.3f} "
+              f"{m['old_pass']:15.2f}")
+    print("\ngoal: FGRPO/GRPO-T <= 1.05, FGRPO/TRL <= 1.0")
+    print("TRL: as TRL runs it (mm_token_type_ids, M-RoPE image positions); TRL 1-D: on our exact inputs (none).\n"
+          "our old pass: the no-grad policy pass inside each of our rounds; TRL skips it when one optimiser step\n"
+          "takes the whole round (num_iterations 1); PolicyUpdater always runs it.")
+    print("\nagreement with TRL from the same weights (loss values; gradient: max |g_ours - g_TRL| / max |g_TRL|):")
+    print(f"{'size':8} {'1st micro ours':>14} {'TRL x f':>10} {'f':>7} {'|diff|':>8}   {'round ours':>10} "
+          f"{'TRL':>10} {'|diff|':>8} {'grad diff':>9}   {'TRL+M-RoPE grad diff':>20}")
+    for size, a in checks:
+        print(f"{size:8} {a.first_loss_ours:14.6f} {a.first_loss_trl:10.6f} {a.scale:7.4f} "
+              f"{abs(a.first_loss_ours - a.first_loss_trl):8.1e}   {a.round_loss_ours:10.6f} {a.round_loss_trl:10.6f} "
+              f"{abs(a.round_loss_ours - a.round_loss_trl):8.1e} {a.grad_rel_diff:9.1e}   "
+              f"{a.grad_rel_diff_mrope:20.1e}")
+    print("1st micro: the bench's settings, before any step; f: TRL 'dapo' divides by the round's tokens per "
+          "optimiser step,\n  ours by the mini-batch's own tokens (f = 1 for the other aggregations).\n"
+          "round: one mini-batch holding the round (f = 1), summed loss and the clipped gradient after the step.\n"
+          "TRL+M-RoPE: TRL fed mm_token_type_ids (image positions as vLLM computes them); our update passes none,\n"
+          "  so transformers gives the image tokens 1-D positions.")
 
 if __name__ == "__main__":
     main()
