@@ -145,7 +145,7 @@ def test_prefect_yaml_deployments():
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deps = {d["name"]: d for d in spec["deployments"]}
-    assert set(deps) == {"full-pipeline", "nightly"}
+    assert set(deps) == {"full-pipeline", "nightly", "ablation-table"}  # the last: tests/test_repro_wiring.py
     full, nightly = deps["full-pipeline"], deps["nightly"]
     for d in (full, nightly):
         flow = import_object(str(ROOT / d["entrypoint"].split(":")[0]) + ":" + d["entrypoint"].split(":")[1])

@@ -329,3 +329,13 @@ def test_shared_ground_truth_objects_and_array_inputs():
 def test_malformed_box_lists_are_named(preds, message):
     with pytest.raises(ValueError, match=message):
         spatial_grounding_batch(preds, [[(0, 0, 1, 1)]] * len(preds))
+
+
+def test_box_iou_by_hand():
+    from fgrpo_core.data.schema import box_iou
+
+    # [0,0,2,2] and [1,1,3,3]: intersection 1x1 = 1, union 4 + 4 - 1 = 7
+    assert box_iou([0, 0, 2, 2], [1, 1, 3, 3]) == pytest.approx(1 / 7)
+    assert box_iou([0, 0, 2, 2], [2, 0, 4, 2]) == 0.0  # touching edges
+    assert box_iou([1, 1, 1, 1], [1, 1, 1, 1]) == 0.0  # empty union, not NaN
+    assert box_iou([0, 0, 4, 4], [1, 1, 3, 3]) == pytest.approx(4 / 16)

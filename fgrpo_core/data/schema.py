@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from PIL import Image
 
@@ -294,3 +294,13 @@ def samples_hash(samples: list[Sample]) -> str:
     for s in samples:
         h.update(sample_hash(s).encode())
     return h.hexdigest()
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Plain IoU of two ``[x1, y1, x2, y2]`` boxes (0 when the union is empty), one pair at a time:
+    the synthetic generator and the exact verifier (rewards use CIoU, ``rewards/spatial.py``)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -46,7 +46,7 @@ import numpy as np
 
 from fgrpo_core.config import SyntheticDataParams
 from fgrpo_core.data.render import COLOURS, SHAPES, Shape, render, shape_mask
-from fgrpo_core.data.schema import Box, Sample, to_model_frame
+from fgrpo_core.data.schema import Box, Sample, box_iou, to_model_frame
 from fgrpo_core.prompts import LETTERS
 
 SIZES: dict[str, float] = {"small": 0.75, "medium": 1.0, "large": 1.3}
@@ -340,14 +340,6 @@ def _fmt_box(box: list[float]) -> str:
     return "[" + ", ".join(str(int(round(v))) for v in box) + "]"
 
 
-def _iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def random_box_away(rng: random.Random, like: list[float], avoid: list[list[float]], W: float, H: float,
                     max_iou: float = 0.2) -> list[float] | None:
     """A box of the same size as ``like`` inside the image, with IoU <= max_iou to each of ``avoid``."""
@@ -355,7 +347,7 @@ def random_box_away(rng: random.Random, like: list[float], avoid: list[list[floa
     for _ in range(200):
         x1, y1 = round(rng.uniform(0, W - w)), round(rng.uniform(0, H - h))
         cand = [x1, y1, x1 + w, y1 + h]
-        if all(_iou(cand, a) <= max_iou for a in avoid) and cand[2] <= W and cand[3] <= H:
+        if all(box_iou(cand, a) <= max_iou for a in avoid) and cand[2] <= W and cand[3] <= H:
             return cand
     return None
 

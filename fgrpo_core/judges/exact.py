@@ -54,6 +54,7 @@ from fgrpo_core.judges.base import (
     VerdictStatus,
 )
 from fgrpo_core.judges.sentences import split_sentences
+from fgrpo_core.data.schema import box_iou
 from fgrpo_core.prompts import LETTERS
 
 BOX_IOU_MIN = 0.5
@@ -165,14 +166,6 @@ class _Mention:
         return f"{self.colour + ' ' if self.colour else ''}{self.shape}"
 
 
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _parse_box(text: str) -> list[float] | None:
     try:
         vals = [float(v) for v in text.split(",")]
@@ -239,8 +232,8 @@ def label_sentence(sentence: str, scene: dict[str, Any]) -> tuple[SentenceLabel,
             resolved[k] = None
             continue
         if mt.box is not None:
-            best = max(cands, key=lambda i: iou(mt.box, view.objects[i]["box"]))
-            score = iou(mt.box, view.objects[best]["box"])
+            best = max(cands, key=lambda i: box_iou(mt.box, view.objects[i]["box"]))
+            score = box_iou(mt.box, view.objects[best]["box"])
             ok = score >= BOX_IOU_MIN
             reasons.append(f"{'ok' if ok else 'fail'}: box of the {mt.text} IoU {score:.2f}")
             resolved[k] = best if len(cands) == 1 or ok else None
@@ -249,7 +242,7 @@ def label_sentence(sentence: str, scene: dict[str, Any]) -> tuple[SentenceLabel,
             reasons.append(f"ok: the {mt.text} exists" if len(cands) == 1 else
                            f"skip: '{mt.text}' is ambiguous ({len(cands)} objects)")
     for box in loose_boxes:
-        score = max((iou(box, o["box"]) for o in view.objects.values()), default=0.0)
+        score = max((box_iou(box, o["box"]) for o in view.objects.values()), default=0.0)
         reasons.append(f"{'ok' if score >= BOX_IOU_MIN else 'fail'}: cited box best IoU {score:.2f}")
 
     for k, mt in enumerate(mentions):
