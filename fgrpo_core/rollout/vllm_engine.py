@@ -13,6 +13,7 @@ cache (KV of the old weights) are reset: stale entries would silently mix two po
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -169,7 +170,8 @@ class VLLMEngine:
         if llm is not None:
             try:
                 llm.llm_engine.engine_core.shutdown()
-            except Exception:
-                pass
+            except Exception as err:  # closing must not mask the error that led here; say what failed
+                logging.getLogger(__name__).warning("vLLM engine shutdown failed: %s: %s",
+                                                    type(err).__name__, err)
             self.llm = None
         gc.collect()
