@@ -30,6 +30,10 @@ class EncodedPrompt:
     input_ids: list[int]
     pixel_values: Tensor | None  # [P, D] patches of the prompt's image
     image_grid_thw: Tensor | None  # [1, 3]
+    # 1 on image placeholder tokens: Qwen2.5-VL builds its 3-D M-RoPE positions from these. Without
+    # them transformers silently falls back to 1-D positions, so the trainer would score another
+    # function than the one vLLM samples (log-probs off by ~4e-3 on the tiny model).
+    mm_token_type_ids: list[int] | None = None
 
 
 def vision_token_ids(model_config) -> list[int]:
@@ -46,6 +50,7 @@ def encode_prompt(processor, prompt: PromptInput) -> EncodedPrompt:
         input_ids=enc["input_ids"][0].tolist(),
         pixel_values=enc.get("pixel_values"),
         image_grid_thw=enc.get("image_grid_thw"),
+        mm_token_type_ids=enc["mm_token_type_ids"][0].tolist() if "mm_token_type_ids" in enc else None,
     )
 
 
@@ -59,6 +64,7 @@ class SequenceBatch:
     image_grid_thw: Tensor | None  # [N_images, 3]
     completion_ids: Tensor  # [N, T_c]
     completion_mask: Tensor  # [N, T_c] 1 on real completion tokens
+    mm_token_type_ids: Tensor | None = None  # [N, P_max + T_c] 1 on prompt image tokens
 
     def to(self, device) -> "SequenceBatch":
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
@@ -84,9 +90,13 @@ def collate(prompts: Sequence[EncodedPrompt], completions: Sequence[Sequence[int
     att = torch.zeros((n, p_max + t_c), dtype=torch.long)
     comp = torch.full((n, t_c), pad_id, dtype=torch.long)
     cmask = torch.zeros((n, t_c), dtype=torch.float32)
+    with_types = any(p.mm_token_type_ids is not None for p in prompts)
+    types = torch.zeros((n, p_max + t_c), dtype=torch.long) if with_types else None
     for i, (p, c) in enumerate(zip(prompts, completions)):
         lp, lc = len(p.input_ids), len(c)
         ids[i, p_max - lp : p_max] = torch.tensor(p.input_ids)
+        if types is not None and p.mm_token_type_ids is not None:
+            types[i, p_max - lp : p_max] = torch.tensor(p.mm_token_type_ids)  # completions hold no image
         att[i, p_max - lp : p_max + lc] = 1
         if lc:
             ct = torch.tensor(list(c), dtype=torch.long)
@@ -104,6 +114,7 @@ def collate(prompts: Sequence[EncodedPrompt], completions: Sequence[Sequence[int
         image_grid_thw=torch.cat(grids) if grids else None,
         completion_ids=comp,
         completion_mask=cmask,
+        mm_token_type_ids=types,
     )
 
 
@@ -117,6 +128,8 @@ def completion_logprobs(model, batch: SequenceBatch, temperature: float = 1.0) -
     kwargs = {}
     if batch.pixel_values is not None:
         kwargs = {"pixel_values": batch.pixel_values, "image_grid_thw": batch.image_grid_thw}
+    if batch.mm_token_type_ids is not None:
+        kwargs["mm_token_type_ids"] = batch.mm_token_type_ids
     out = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
