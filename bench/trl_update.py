@@ -16,9 +16,11 @@ Left out on both sides: generation, rewards, advantages.
 Each micro-batch is built by our ``collate`` (the same rows, the same padding) and handed to TRL as
 the ``inputs`` dict its ``_generate_and_score_completions`` returns (prompt/completion ids and
 masks, advantages, old/ref log-probs, pixel_values, image_grid_thw, num_images, num_items_in_batch,
-and mm_token_type_ids, which Qwen2.5-VL's processor returns and TRL passes on). So the timing
-compares the loss/log-prob implementations, not padding policies (TRL pads the whole generation
-batch to one width, which would only make it slower).
+and mm_token_type_ids, which Qwen2.5-VL's processor returns and TRL passes on: they are our
+``SequenceBatch.mm_token_type_ids``, the processor's own, which our update passes to the model too,
+so both sides give the image tokens the same M-RoPE positions). So the timing compares the
+loss/log-prob implementations, not padding policies (TRL pads the whole generation batch to one
+width, which would only make it slower).
 
 The config matches ours where TRL allows it: epsilon / epsilon_high = clip_low / clip_high, beta,
 temperature, lr, weight decay, grad clip, constant schedule, float32, no gradient checkpointing
@@ -102,13 +104,14 @@ def reset(trainer, state_dict: dict, n_steps: int) -> None:
     trainer.create_optimizer_and_scheduler(num_training_steps=n_steps)
 
 
-def trl_inputs(batch: SequenceBatch, image_token_id: int, advantages: Tensor | None = None,
-               old: Tensor | None = None, ref: Tensor | None = None, num_items: Tensor | None = None,
-               mrope: bool = True) -> dict:
+def trl_inputs(batch: SequenceBatch, advantages: Tensor | None = None, old: Tensor | None = None,
+               ref: Tensor | None = None, num_items: Tensor | None = None, mrope: bool = True) -> dict:
     """The ``inputs`` dict TRL's ``_generate_and_score_completions`` would return for these rows.
 
-    ``mrope``: pass ``mm_token_type_ids`` (1 on image placeholders), as TRL does with Qwen2.5-VL's
-    processor output; without it transformers falls back to 1-D positions for the image tokens.
+    ``mrope``: pass ``mm_token_type_ids`` (the processor's, 1 on image placeholders, as collated in
+    ``batch``), as TRL does with Qwen2.5-VL and as our update does. ``mrope=False`` is only the
+    negative control of ``check_agreement``: transformers then falls back to 1-D positions for the
+    image tokens, another function than the one our update (and vLLM) computes.
     """
     p = batch.input_ids.shape[1] - batch.completion_ids.shape[1]
     out = {
@@ -122,8 +125,8 @@ def trl_inputs(batch: SequenceBatch, image_token_id: int, advantages: Tensor | N
     if batch.pixel_values is not None:
         out.update(pixel_values=batch.pixel_values, image_grid_thw=batch.image_grid_thw,
                    num_images=[1] * batch.input_ids.shape[0])
-    if mrope:
-        out["mm_token_type_ids"] = (batch.input_ids == image_token_id).long()
+    if mrope and batch.mm_token_type_ids is not None:
+        out["mm_token_type_ids"] = batch.mm_token_type_ids
     if advantages is not None:
         out["advantages"] = advantages
     if old is not None:
@@ -143,11 +146,11 @@ def _pad(rows: Sequence[Tensor], width: int) -> Tensor:
 
 
 @torch.no_grad()
-def _logps(trainer, model, prompts, completions, pad_id, vis, image_token_id, mb, mrope) -> list[Tensor]:
+def _logps(trainer, model, prompts, completions, pad_id, vis, mb, mrope) -> list[Tensor]:
     out: list[Tensor] = []
     for s in range(0, len(prompts), mb):
         batch = collate(prompts[s : s + mb], completions[s : s + mb], pad_id, vis)
-        x = trl_inputs(batch, image_token_id, mrope=mrope)
+        x = trl_inputs(batch, mrope=mrope)
         lp, _, _ = trainer._get_per_token_logps_and_entropies(
             model, torch.cat([x["prompt_ids"], x["completion_ids"]], 1),
             torch.cat([x["prompt_mask"], x["completion_mask"]], 1), batch.completion_ids.shape[1],
@@ -178,14 +181,16 @@ class TRLStepResult:
 def trl_step(trainer, prompts: Sequence[EncodedPrompt], completions: Sequence[Sequence[int]], advantages: Tensor,
              group_ids: Tensor, generator: torch.Generator, settings: UpdateSettings, pad_id: int,
              mrope: bool = True) -> TRLStepResult:
-    """TRL's side of one update round (see the module docstring for what is included)."""
+    """TRL's side of one update round (see the module docstring for what is included).
+
+    ``mrope=False`` withholds ``mm_token_type_ids`` from TRL (the negative control only).
+    """
     st = settings
     model = trainer.model
     vis = vision_token_ids(model.config)
-    img = int(model.config.image_token_id)
     dev = trainer.accelerator.device
-    old = _logps(trainer, model, prompts, completions, pad_id, vis, img, st.micro_batch, mrope)
-    ref = _logps(trainer, trainer.ref_model, prompts, completions, pad_id, vis, img, st.micro_batch, mrope) \
+    old = _logps(trainer, model, prompts, completions, pad_id, vis, st.micro_batch, mrope)
+    ref = _logps(trainer, trainer.ref_model, prompts, completions, pad_id, vis, st.micro_batch, mrope) \
         if st.beta else None
     num_items = torch.tensor(float(sum(len(c) for c in completions)), device=dev)
     losses: list[float] = []
@@ -198,7 +203,7 @@ def trl_step(trainer, prompts: Sequence[EncodedPrompt], completions: Sequence[Se
         for chunk in chunks:
             batch = collate([prompts[i] for i in chunk], [completions[i] for i in chunk], pad_id, vis).to(dev)
             width = batch.completion_ids.shape[1]
-            inputs = trl_inputs(batch, img, advantages[chunk].to(dev, torch.float32),
+            inputs = trl_inputs(batch, advantages[chunk].to(dev, torch.float32),
                                 _pad([old[i] for i in chunk], width).to(dev),
                                 _pad([ref[i] for i in chunk], width).to(dev) if ref is not None else None,
                                 num_items, mrope)
@@ -270,8 +275,9 @@ class Agreement:
     round_loss_ours: float  # one mini-batch holding the round: sum of micro-batch losses
     round_loss_trl: float
     grad_rel_diff: float  # max |g_ours - g_trl| / max |g_trl| after that one (clipped) step
-    grad_rel_diff_mrope: float  # the same against TRL fed mm_token_type_ids (M-RoPE image positions)
-    round_loss_trl_mrope: float
+    # Negative control: the same against TRL fed no mm_token_type_ids (1-D image positions), a
+    # different function, so this must be far above grad_rel_diff or the gradient check is blind.
+    grad_rel_diff_1d: float
 
 
 def check_agreement(trainer, base, prompts, completions, advantages, group_ids, settings: UpdateSettings,
@@ -282,7 +288,8 @@ def check_agreement(trainer, base, prompts, completions, advantages, group_ids, 
        1 and the KL 0, so this pins the rows, masks, advantages and aggregation, not the log-probs.
     2. One mini-batch holding the whole round (one optimiser step, ``f = 1``): the summed loss and
        the clipped gradient left after the step, which does depend on the log-probs. TRL is run
-       twice: on our exact inputs, and with ``mm_token_type_ids`` as TRL passes them.
+       twice: on our inputs with ``mm_token_type_ids`` (M-RoPE, as both sides run), and, as a
+       negative control, without them (1-D image positions: another function).
     Both arms start from ``base``'s weights; our reference is a copy of ``base``, TRL's is loaded
     from the same directory.
     """
@@ -305,7 +312,7 @@ def check_agreement(trainer, base, prompts, completions, advantages, group_ids, 
 
     st = settings
     ours_first = our_micro_losses(ours(st), *args())[0]
-    trl_first = trl(st, mrope=False)
+    trl_first = trl(st, mrope=True)
     first_mb = minibatch_order(group_ids, st.update_batch, st.epochs, args()[4])[0]
     f = trl_loss_scale(st, first_mb, completions, trl_first.num_items, len(first_mb) // st.micro_batch,
                        n // st.micro_batch)
@@ -314,9 +321,9 @@ def check_agreement(trainer, base, prompts, completions, advantages, group_ids, 
     up = ours(one)
     ours_round = sum(our_micro_losses(up, *args()))
     g_ours = _grads(up.model)
-    trl_round = sum(trl(one, mrope=False).micro_losses)
+    trl_round = sum(trl(one, mrope=True).micro_losses)
     g_trl = _grads(trainer.model)
-    trl_round_mrope = sum(trl(one, mrope=True).micro_losses)
-    g_trl_mrope = _grads(trainer.model)
+    trl(one, mrope=False)
+    g_trl_1d = _grads(trainer.model)
     return Agreement(ours_first, trl_first.micro_losses[0] * f, f, ours_round, trl_round,
-                     _rel(g_ours, g_trl), _rel(g_ours, g_trl_mrope), trl_round_mrope)
+                     _rel(g_ours, g_trl), _rel(g_ours, g_trl_1d))

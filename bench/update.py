@@ -8,6 +8,8 @@ tests/replay.py) with the real grader and exact judge, and start from the same w
   GRPO-T  ``PolicyUpdater.step`` with task-only advantages (constraints off)
   FGRPO   ``PolicyUpdater.step`` with FGRPO advantages (three constraints, lambda = 1)
   TRL     GRPOTrainer's work for the same round on the FGRPO advantages (bench/trl_update.py)
+Both sides feed the model the same inputs, the processor's ``mm_token_type_ids`` included (M-RoPE
+positions for the image, as vLLM computes them).
 Each arm includes: old log-probs (no-grad pass of the policy), reference log-probs (no-grad pass
 of the frozen SFT copy), and per mini-batch the micro-batch forward + loss + backward, gradient
 clipping and one AdamW step; the same mini-batches and micro-batches (same seeded group order,
@@ -17,9 +19,10 @@ FGRPO/GRPO-T (goal <= 1.05) and FGRPO/TRL (goal <= 1.0).
 
 Loss check (not timed): the first micro-batch's loss of each arm, ours taken from inside
 ``PolicyUpdater.step``, TRL's from ``compute_loss`` on identical inputs; TRL's value is rescaled
-where its normaliser differs by definition (``trl_loss_scale``). A second TRL value with
-``mm_token_type_ids`` (M-RoPE positions for the image, what TRL passes) shows what our path,
-which passes none, computes differently.
+where its normaliser differs by definition (``trl_loss_scale``). Then, with one mini-batch holding
+the round, the summed loss and the gradient after the step, and as a negative control the gradient
+of TRL fed no ``mm_token_type_ids`` (1-D image positions, another function): it must differ by far
+more than ours does from TRL's, or the gradient check could not see a difference.
 """
 
 from __future__ import annotations
@@ -111,13 +114,13 @@ def main() -> None:
                 return rows, comps, adv["fgrpo"], gid, torch.Generator().manual_seed(0)
 
             # ---- timing: interleaved repeats, fresh weights and optimiser each time
-            times: dict[str, list[float]] = {"grpo_t": [], "fgrpo": [], "trl": [], "trl_1d": [], "old_pass": []}
+            times: dict[str, list[float]] = {"grpo_t": [], "fgrpo": [], "trl": [], "old_pass": []}
             for _ in range(args.repeats):
-                for name in ("grpo_t", "fgrpo", "trl", "trl_1d"):
-                    if name.startswith("trl"):
+                for name in ("grpo_t", "fgrpo", "trl"):
+                    if name == "trl":
                         reset(trainer, state, n_steps)
                         t1 = time.perf_counter()
-                        trl_step(trainer, *step_args(), settings, pad, mrope=name == "trl")
+                        trl_step(trainer, *step_args(), settings, pad)
                     else:
                         up = ours()
                         t1 = time.perf_counter()
@@ -131,29 +134,28 @@ def main() -> None:
             rows_out.append((size, n_params, med))
             del trainer
 
-    print(f"{'size':8} {'params':>8} {'GRPO-T s':>9} {'FGRPO s':>9} {'TRL s':>9} {'TRL 1-D s':>10} "
-          f"{'FGRPO/GRPO-T':>13} {'FGRPO/TRL':>10} {'FGRPO/TRL 1-D':>14} {'our old pass s':>15}")
+    print(f"{'size':8} {'params':>8} {'GRPO-T s':>9} {'FGRPO s':>9} {'TRL s':>9} "
+          f"{'FGRPO/GRPO-T':>13} {'FGRPO/TRL':>10} {'our old pass s':>15}")
     for size, n_params, m in rows_out:
-        print(f"{size:8} {n_params:7.1f}M {m['grpo_t']:9.2f} {m['fgrpo']:9.2f} {m['trl']:9.2f} {m['trl_1d']:10.2f} "
-              f"{m['fgrpo'] / m['grpo_t']:13.3f} {m['fgrpo'] / m['trl']:10.3f} {m['fgrpo'] / m['trl_1d']:14.3f} "
-              f"{m['old_pass']:15.2f}")
+        print(f"{size:8} {n_params:7.1f}M {m['grpo_t']:9.2f} {m['fgrpo']:9.2f} {m['trl']:9.2f} "
+              f"{m['fgrpo'] / m['grpo_t']:13.3f} {m['fgrpo'] / m['trl']:10.3f} {m['old_pass']:15.2f}")
     print("\ngoal: FGRPO/GRPO-T <= 1.05, FGRPO/TRL <= 1.0")
-    print("TRL: as TRL runs it (mm_token_type_ids, M-RoPE image positions); TRL 1-D: on our exact inputs (none).\n"
+    print("both sides pass mm_token_type_ids (M-RoPE image positions).\n"
           "our old pass: the no-grad policy pass inside each of our rounds; TRL skips it when one optimiser step\n"
           "takes the whole round (num_iterations 1); PolicyUpdater always runs it.")
     print("\nagreement with TRL from the same weights (loss values; gradient: max |g_ours - g_TRL| / max |g_TRL|):")
     print(f"{'size':8} {'1st micro ours':>14} {'TRL x f':>10} {'f':>7} {'|diff|':>8}   {'round ours':>10} "
-          f"{'TRL':>10} {'|diff|':>8} {'grad diff':>9}   {'TRL+M-RoPE grad diff':>20}")
+          f"{'TRL':>10} {'|diff|':>8} {'grad diff':>9}   {'control: TRL 1-D grad diff':>26}")
     for size, a in checks:
         print(f"{size:8} {a.first_loss_ours:14.6f} {a.first_loss_trl:10.6f} {a.scale:7.4f} "
               f"{abs(a.first_loss_ours - a.first_loss_trl):8.1e}   {a.round_loss_ours:10.6f} {a.round_loss_trl:10.6f} "
               f"{abs(a.round_loss_ours - a.round_loss_trl):8.1e} {a.grad_rel_diff:9.1e}   "
-              f"{a.grad_rel_diff_mrope:20.1e}")
+              f"{a.grad_rel_diff_1d:26.1e}")
     print("1st micro: the bench's settings, before any step; f: TRL 'dapo' divides by the round's tokens per "
           "optimiser step,\n  ours by the mini-batch's own tokens (f = 1 for the other aggregations).\n"
           "round: one mini-batch holding the round (f = 1), summed loss and the clipped gradient after the step.\n"
-          "TRL+M-RoPE: TRL fed mm_token_type_ids (image positions as vLLM computes them); our update passes none,\n"
-          "  so transformers gives the image tokens 1-D positions.")
+          "control: TRL fed no mm_token_type_ids (transformers then gives the image tokens 1-D positions,\n"
+          "  another function); it must differ far more than 'grad diff', or the gradient check is blind.")
 
 if __name__ == "__main__":
     main()
