@@ -419,3 +419,24 @@ def test_sft_model_folder_is_where_train_and_evaluate_look():
     p = load_params(ROOT / "params.yaml")
     assert init_path(p) == Path(p.sft.out_dir) / MODEL_SUBDIR
     assert "${sft.out_dir}/" + MODEL_SUBDIR in load_stages(ROOT)["train"].inputs
+
+
+@pytest.mark.slow
+def test_repro_flow_writes_the_table_and_its_artifacts(harness, in_project):
+    """The fgrpo-repro flow on the smoke params: cached stages, then `fgrpo repro` for two rows
+    (its own engine, in a subprocess), then the summary, table and plots as artifacts."""
+    from flows.repro import fgrpo_repro
+
+    out = fgrpo_repro("params.yaml", ["fgrpo.rounds=1", "eval.circular=[synthetic]"],
+                      variants=["grpo_t", "fgrpo"], seeds=[0])
+    assert out["metrics"] == "repro/metrics/summary.json"
+    summary = json.loads((in_project / out["metrics"]).read_text())
+    assert set(summary) == {"sft", "grpo_t", "fgrpo", "target"}
+    for row in ("grpo_t-s0", "fgrpo-s0"):
+        assert (in_project / "repro/runs" / row / "runs" / "round-1" / "rollouts.parquet").is_file()
+    arts = _read_artifacts(["repro-summary", "repro-table", "repro-plots"])
+    assert "IR(GRPO-T) / IR(FGRPO)" in arts["repro-summary"]
+    assert "fgrpo-s0" in arts["repro-table"]
+    assert "multipliers.png" in arts["repro-plots"] and "curves.png" in arts["repro-plots"]
+    with pytest.raises(ValueError, match="unknown variant"):
+        fgrpo_repro("params.yaml", [], variants=["grpo_t", "nope"])
