@@ -1,6 +1,8 @@
 """The constrained policy update of one round (FGRPO.md section 6), on accelerate.
 
-    old log-probs   recomputed by the policy that sampled the round, before any step   [ours]
+    old log-probs   recomputed by the policy that sampled the round, before any step   [ours];
+                    the first mini-batch runs on that very policy, so its rollouts take their
+                    own detached log-probs (one forward fewer per round for 1/M of the data)
     ref log-probs   the frozen SFT policy
     for epoch in 1..epochs:
         shuffle the prompt groups (seeded), cut into mini-batches of ``update_batch`` prompts
@@ -128,20 +130,29 @@ class PolicyUpdater:
             raise ValueError(f"update: {len(prompts)} prompts, {n} completions, {advantages.numel()} advantages, "
                              f"{group_ids.numel()} group ids")
         t0 = time.perf_counter()
-        old = self.sequence_logprobs(self.model, prompts, completions)
+        groups = torch.unique(group_ids)
+        orders = [groups[torch.randperm(groups.numel(), generator=generator)] for _ in range(st.epochs)]
+        minibatches = [torch.isin(group_ids, order[g0 : g0 + st.update_batch]).nonzero().flatten().tolist()
+                       for order in orders for g0 in range(0, order.numel(), st.update_batch)]
+
+        # Old log-probs: the policy before this round's first optimiser step. The first mini-batch
+        # runs on exactly that policy, so its own (detached) log-probs are the old ones: no separate
+        # pass for its rollouts (unless dropout makes a training forward differ from an eval one).
+        live_first = set(minibatches[0]) if minibatches and not _has_dropout(self.model) else set()
+        rest = [i for i in range(n) if i not in live_first]
+        old: list[Tensor | None] = [None] * n
+        for i, lp in zip(rest, self.sequence_logprobs(self.model, [prompts[i] for i in rest],
+                                                      [completions[i] for i in rest])):
+            old[i] = lp
         ref = self.sequence_logprobs(self.ref_model, prompts, completions) if st.beta else None
 
-        groups = torch.unique(group_ids)
         sums = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "clip": 0.0, "ratio": 0.0, "tok": 0, "gn": 0.0}
         steps = 0
         self.model.train()
-        for _ in range(st.epochs):
-            order = groups[torch.randperm(groups.numel(), generator=generator)]
-            for g0 in range(0, order.numel(), st.update_batch):
-                chosen = torch.isin(group_ids, order[g0 : g0 + st.update_batch]).nonzero().flatten().tolist()
-                sums, gn = self._minibatch(chosen, prompts, completions, advantages, old, ref, sums)
-                sums["gn"] += gn
-                steps += 1
+        for chosen in minibatches:
+            sums, gn = self._minibatch(chosen, prompts, completions, advantages, old, ref, sums)
+            sums["gn"] += gn
+            steps += 1
         tok = max(sums["tok"], 1)
         return UpdateStats(
             loss=sums["loss"] / steps, pg_loss=sums["pg"] / steps, kl=sums["kl"] / tok,
@@ -167,6 +178,9 @@ class PolicyUpdater:
             sync = contextlib.nullcontext() if k == len(chunks) - 1 else self.accelerator.no_sync(self.model)
             with sync:
                 logp = completion_logprobs(self.model, batch, st.temperature)
+                for j, i in enumerate(chunk):
+                    if old[i] is None:  # first mini-batch: the policy has not stepped yet
+                        old[i] = logp[j, : len(completions[i])].detach().cpu()
                 loss, stats = policy_loss(
                     logp,
                     _pad([old[i] for i in chunk], width).to(dev),
@@ -199,3 +213,12 @@ class PolicyUpdater:
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _has_dropout(model) -> bool:
+    """Any dropout that is active in training mode (then a training forward is not the old policy)."""
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        return True
+    cfgs = [getattr(model, "config", None)]
+    cfgs += [getattr(cfgs[0], k, None) for k in ("text_config", "vision_config")] if cfgs[0] is not None else []
+    return any(float(getattr(c, "attention_dropout", 0.0) or 0.0) > 0 for c in cfgs if c is not None)
