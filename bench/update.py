@@ -141,8 +141,9 @@ def main() -> None:
               f"{m['fgrpo'] / m['grpo_t']:13.3f} {m['fgrpo'] / m['trl']:10.3f} {m['old_pass']:15.2f}")
     print("\ngoal: FGRPO/GRPO-T <= 1.05, FGRPO/TRL <= 1.0")
     print("both sides pass mm_token_type_ids (M-RoPE image positions).\n"
-          "our old pass: the no-grad policy pass inside each of our rounds; TRL skips it when one optimiser step\n"
-          "takes the whole round (num_iterations 1); PolicyUpdater always runs it.")
+          "our old pass: a no-grad policy pass over the whole round, for scale; PolicyUpdater runs it on every\n"
+          "mini-batch but the first (whose own log-probs are the old ones); TRL skips it when one optimiser\n"
+          "step takes the whole round (num_iterations 1), else runs it on everything.")
     print("\nagreement with TRL from the same weights (loss values; gradient: max |g_ours - g_TRL| / max |g_TRL|):")
     print(f"{'size':8} {'1st micro ours':>14} {'TRL x f':>10} {'f':>7} {'|diff|':>8}   {'round ours':>10} "
           f"{'TRL':>10} {'|diff|':>8} {'grad diff':>9}   {'control: TRL 1-D grad diff':>26}")
