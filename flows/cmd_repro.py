@@ -209,10 +209,13 @@ def _summarise(base, rows, seeds, root: Path, metrics_dir: Path, report_dir: Pat
 
     from fgrpo_core.eval.curves import read_multipliers, read_train_metrics
     from fgrpo_core.eval.repro import (
-        plot_multiplier_trajectories, plot_round_curves, rotation_accuracy, seed_stats, summary_markdown, target_check)
+        ir_of_judged, plot_multiplier_trajectories, plot_round_curves, rotation_accuracy, seed_stats, summary_markdown,
+        target_check)
 
     def mean_block(row: str) -> dict:
-        m = json.loads((metrics_dir / f"{row}.json").read_text())["mean"]
+        blob = json.loads((metrics_dir / f"{row}.json").read_text())
+        m = blob["mean"]
+        m["ir_judged"] = ir_of_judged(blob["benchmarks"])
         with (metrics_dir / f"{row}_samples.jsonl").open() as f:
             m["rotation_accuracy"] = rotation_accuracy([json.loads(line) for line in f if line.strip()])
         return m

@@ -9,7 +9,8 @@ import pytest
 
 from fgrpo_core.eval.curves import MultiplierRow, TrainCurves
 from fgrpo_core.eval.repro import (
-    plot_multiplier_trajectories, plot_round_curves, rotation_accuracy, seed_stats, summary_markdown, target_check)
+    ir_of_judged, plot_multiplier_trajectories, plot_round_curves, rotation_accuracy, seed_stats, summary_markdown,
+    target_check)
 
 
 def _run(acc, ir, sem, spa=0.1, wf=1.0, half=0.05):
@@ -55,7 +56,7 @@ def test_target_check_by_hand_and_zero_ir():
     zero = target_check(base, seed_stats([_run(0.6, 0.0, 0.2)]))
     assert math.isinf(zero.ir_ratio) and zero.ir_met
     md = summary_markdown({"grpo_t": base, "fgrpo": fg}, {"grpo_t": "GRPO-T"}, c, seeds=[0, 1])
-    assert "| GRPO-T | 61.0 [60.0, 62.0] | — | 25.0 [20.0, 30.0] |" in md  # no per-order accuracy given
+    assert "| GRPO-T | 61.0 [60.0, 62.0] | — | 25.0 [20.0, 30.0] | — |" in md  # no per-order accuracy, counts given
     assert "| IR(GRPO-T) / IR(FGRPO) | 5.00× | ≥ 5× | met |" in md
     assert "−1.0 pts" not in md and "-1.0 pts" in md
     assert "∞ (FGRPO IR = 0)" in summary_markdown({"fgrpo": fg}, {}, zero, seeds=[0])
@@ -90,3 +91,12 @@ def test_rotation_accuracy_by_hand():
             {"rotations": 0, "rotations_correct": 0}]
     assert rotation_accuracy(rows) == pytest.approx(0.75)
     assert math.isnan(rotation_accuracy([]))
+
+
+def test_ir_of_judged_by_hand():
+    # 10 judged, 2 inconsistent on one benchmark; 5 judged, 3 inconsistent on another: 5 / 15.
+    # Unparsed samples (never judged) do not lower it, unlike the paper's IR over all samples.
+    b = {"a": {"counts": {"consistency_judged": 10, "inconsistent": 2, "n": 40}},
+         "b": {"counts": {"consistency_judged": 5, "inconsistent": 3, "n": 5}}}
+    assert ir_of_judged(b) == pytest.approx(5 / 15)
+    assert math.isnan(ir_of_judged({"a": {"counts": {"consistency_judged": 0, "inconsistent": 0}}}))

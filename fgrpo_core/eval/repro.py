@@ -31,10 +31,23 @@ from matplotlib.figure import Figure
 from fgrpo_core.eval.curves import MultiplierRow, TrainCurves, by_constraint
 from fgrpo_core.eval.plots import PRETTY, _save
 
-METRICS = ("accuracy", "rotation_accuracy", "inconsistency_rate", "semantic_grounding", "spatial_grounding",
-           "well_formed")
+METRICS = ("accuracy", "rotation_accuracy", "inconsistency_rate", "ir_judged", "semantic_grounding",
+           "spatial_grounding", "well_formed")
 SHORT = {"accuracy": "Acc", "rotation_accuracy": "Acc per order", "inconsistency_rate": "IR",
-         "semantic_grounding": "Semantic", "spatial_grounding": "Spatial", "well_formed": "Well-formed"}
+         "ir_judged": "IR of judged", "semantic_grounding": "Semantic", "spatial_grounding": "Spatial",
+         "well_formed": "Well-formed"}
+
+
+def ir_of_judged(benchmarks: Mapping[str, Mapping]) -> float:
+    """Inconsistent among the samples the consistency judge answered, pooled over benchmarks:
+    ``sum inconsistent / sum consistency_judged``.
+
+    The paper's IR divides by *all* samples, so a policy whose completions stop parsing (never
+    judged) lowers its IR without becoming more consistent; this one does not move that way.
+    """
+    judged = sum(int(b["counts"].get("consistency_judged", 0)) for b in benchmarks.values())
+    bad = sum(int(b["counts"].get("inconsistent", 0)) for b in benchmarks.values())
+    return bad / judged if judged else math.nan
 
 
 def rotation_accuracy(samples: Sequence[Mapping]) -> float:
