@@ -14,6 +14,23 @@
 ``accelerate`` does the device placement, DDP/FSDP/DeepSpeed wrapping (under
 ``accelerate launch``) and the gradient sync; gradients are synchronised only on the last
 micro-batch of each mini-batch (``no_sync``).
+
+Several processes (``accelerate launch``, W = ``num_processes``): every rank holds the whole
+round (same rollouts, advantages, seeded mini-batch order) and takes its own contiguous share of
+each mini-batch (``accelerator.split_between_processes``); it scores old/ref log-probs only for
+the rollouts it trains on. Each rank's loss keeps the mini-batch's *global* denominator, so the
+ranks' losses add up to the mini-batch loss; DDP averages gradients over ranks, hence the loss is
+multiplied by W before backward and the synchronised gradient equals the one-process gradient of
+the whole mini-batch:
+
+    grad = (1/W) sum_r grad(W * loss_r) = grad(sum_r loss_r) = grad(loss of the mini-batch)
+
+Every rank makes the same number of policy forward/backward calls (wrappers communicate inside
+them: DDP syncs buffers and gradients, FSDP gathers parameters): a rank whose share runs out
+first fills up with zero-weighted calls on one row of the mini-batch (``accelerate``'s
+``join_uneven_inputs`` cannot do this: it is for a rank that leaves the loop for good, and it is
+a no-op outside multi-GPU DDP). Statistics are summed over ranks (``accelerator.reduce``), so
+every rank reports the global numbers. With one process all of this reduces to the plain loop.
 """
 
 from __future__ import annotations
@@ -122,7 +139,7 @@ class PolicyUpdater:
         completions: Sequence[Sequence[int]],  # sampled token ids per rollout
         advantages: Tensor,  # [N]
         group_ids: Tensor,  # [N] prompt group of each rollout
-        generator: torch.Generator,  # seeded: mini-batch order
+        generator: torch.Generator,  # seeded: mini-batch order (the same on every rank)
     ) -> UpdateStats:
         st = self.settings
         n = len(completions)
@@ -130,54 +147,70 @@ class PolicyUpdater:
             raise ValueError(f"update: {len(prompts)} prompts, {n} completions, {advantages.numel()} advantages, "
                              f"{group_ids.numel()} group ids")
         t0 = time.perf_counter()
-        groups = torch.unique(group_ids)
-        orders = [groups[torch.randperm(groups.numel(), generator=generator)] for _ in range(st.epochs)]
-        minibatches = [torch.isin(group_ids, order[g0 : g0 + st.update_batch]).nonzero().flatten().tolist()
-                       for order in orders for g0 in range(0, order.numel(), st.update_batch)]
-
+        minibatches = minibatch_plan(group_ids, st.update_batch, st.epochs, generator)
+        shares = [self._share(idx) for idx in minibatches]  # this rank's rollouts of each mini-batch
+        needed = sorted(set().union(*shares))  # all N with one process
         # Old log-probs: the policy before this round's first optimiser step. The first mini-batch
         # runs on exactly that policy, so its own (detached) log-probs are the old ones: no separate
         # pass for its rollouts (unless dropout makes a training forward differ from an eval one).
-        live_first = set(minibatches[0]) if minibatches and not _has_dropout(self.model) else set()
-        rest = [i for i in range(n) if i not in live_first]
+        policy = self.accelerator.unwrap_model(self.model)
+        live_first = set(shares[0]) if shares and not _has_dropout(policy) else set()
+        rest = [i for i in needed if i not in live_first]
+        # Equal forward counts on every rank: [rest rows, then micro-batches per mini-batch], max over ranks.
+        counts = self._max_over_ranks([len(rest)] + [_n_chunks(len(s), st.micro_batch) for s in shares])
+        filler = rest[:1] or [0]  # a row scored and thrown away on a rank that needs fewer
+        padded = rest + filler * (counts[0] - len(rest))
         old: list[Tensor | None] = [None] * n
-        for i, lp in zip(rest, self.sequence_logprobs(self.model, [prompts[i] for i in rest],
-                                                      [completions[i] for i in rest])):
+        scored = self.sequence_logprobs(policy, [prompts[i] for i in padded], [completions[i] for i in padded])
+        for i, lp in zip(rest, scored):
             old[i] = lp
-        ref = self.sequence_logprobs(self.ref_model, prompts, completions) if st.beta else None
+        ref: list[Tensor | None] | None = None
+        if st.beta:
+            ref = [None] * n
+            for i, lp in zip(needed, self.sequence_logprobs(self.ref_model, [prompts[i] for i in needed],
+                                                           [completions[i] for i in needed])):
+                ref[i] = lp
 
-        sums = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "clip": 0.0, "ratio": 0.0, "tok": 0, "gn": 0.0}
+        sums = _Sums()
         steps = 0
         self.model.train()
-        for chosen in minibatches:
-            sums, gn = self._minibatch(chosen, prompts, completions, advantages, old, ref, sums)
-            sums["gn"] += gn
+        for idx, share, n_calls in zip(minibatches, shares, counts[1:]):
+            sums.grad_norm += self._minibatch(idx, share, n_calls, prompts, completions, advantages, old, ref, sums)
             steps += 1
-        tok = max(sums["tok"], 1)
+        sums = self._sum_over_ranks(sums)
+        tok = max(sums.tokens, 1)
         return UpdateStats(
-            loss=sums["loss"] / steps, pg_loss=sums["pg"] / steps, kl=sums["kl"] / tok,
-            clip_frac=sums["clip"] / tok, ratio_mean=sums["ratio"] / tok, grad_norm=sums["gn"] / steps,
-            optimizer_steps=steps, tokens=sums["tok"] // max(st.epochs, 1), seconds=time.perf_counter() - t0,
+            loss=sums.loss / steps, pg_loss=sums.pg / steps, kl=sums.kl / tok,
+            clip_frac=sums.clip / tok, ratio_mean=sums.ratio / tok, grad_norm=sums.grad_norm / steps,
+            optimizer_steps=steps, tokens=sums.tokens // max(st.epochs, 1), seconds=time.perf_counter() - t0,
         )
 
-    def _minibatch(self, idx, prompts, completions, advantages, old, ref, sums):
+    def _minibatch(self, idx, share, n_calls, prompts, completions, advantages, old, ref, sums) -> float:
+        """One optimiser step on mini-batch ``idx``; this rank trains on ``share`` in ``n_calls``
+        forward/backward calls (the last one synchronises gradients). Returns the gradient norm."""
         st = self.settings
         lengths = [len(completions[i]) for i in idx]
-        denominator = {
+        denominator = {  # of the whole mini-batch, on every rank
             "token_mean": float(max(sum(lengths), 1)),
             "sequence_mean": float(max(sum(1 for n in lengths if n > 0), 1)),
             "fixed_length": float(len(idx) * st.max_tokens),
         }[st.aggregation]
+        world = self.accelerator.num_processes
         dev = self.accelerator.device
         self.optimizer.zero_grad(set_to_none=True)
-        chunks = [idx[s : s + st.micro_batch] for s in range(0, len(idx), st.micro_batch)]
+        chunks = [share[s : s + st.micro_batch] for s in range(0, len(share), st.micro_batch)]
+        chunks += [None] * (n_calls - len(chunks))  # zero-weighted calls (see the module docstring)
         for k, chunk in enumerate(chunks):
-            batch = collate([prompts[i] for i in chunk], [completions[i] for i in chunk], self.pad_id,
+            rows = chunk if chunk is not None else idx[:1]
+            batch = collate([prompts[i] for i in rows], [completions[i] for i in rows], self.pad_id,
                             self.vision_ids).to(dev)
             width = batch.completion_ids.shape[1]
             sync = contextlib.nullcontext() if k == len(chunks) - 1 else self.accelerator.no_sync(self.model)
             with sync:
                 logp = completion_logprobs(self.model, batch, st.temperature)
+                if chunk is None:  # same graph as a real call, gradient exactly 0
+                    self.accelerator.backward(logp.sum() * 0.0)
+                    continue
                 for j, i in enumerate(chunk):
                     if old[i] is None:  # first mini-batch: the policy has not stepped yet
                         old[i] = logp[j, : len(completions[i])].detach().cpu()
@@ -190,17 +223,40 @@ class PolicyUpdater:
                     clip_low=st.clip_low, clip_high=st.clip_high, beta=st.beta,
                     aggregation=st.aggregation, max_length=st.max_tokens, denominator=denominator,
                 )
-                self.accelerator.backward(loss)
-            sums["loss"] += float(loss.detach())
-            sums["pg"] += stats.pg_loss
-            sums["kl"] += stats.kl * stats.tokens
-            sums["clip"] += stats.clip_frac * stats.tokens
-            sums["ratio"] += stats.ratio_mean * stats.tokens
-            sums["tok"] += stats.tokens
+                # DDP averages over W ranks; the ranks' losses add up to the mini-batch loss.
+                self.accelerator.backward(loss * world if world > 1 else loss)
+            sums.loss += float(loss.detach())
+            sums.pg += stats.pg_loss
+            sums.kl += stats.kl * stats.tokens
+            sums.clip += stats.clip_frac * stats.tokens
+            sums.ratio += stats.ratio_mean * stats.tokens
+            sums.tokens += stats.tokens
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), st.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return sums, float(grad_norm)
+        return float(grad_norm)  # of the synchronised gradient: the same on every rank
+
+    # ------------------------------------------------------------------ processes
+    def _share(self, idx: list[int]) -> list[int]:
+        """This rank's contiguous part of ``idx`` (all of it with one process)."""
+        with self.accelerator.split_between_processes(idx) as mine:
+            return list(mine)
+
+    def _max_over_ranks(self, values: list[int]) -> list[int]:
+        if self.accelerator.num_processes == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.long, device=self.accelerator.device)
+        return self.accelerator.reduce(t, reduction="max").tolist()
+
+    def _sum_over_ranks(self, sums: "_Sums") -> "_Sums":
+        """Every statistic summed over ranks, except the gradient norm (already global)."""
+        if self.accelerator.num_processes == 1:
+            return sums
+        t = torch.tensor([sums.loss, sums.pg, sums.kl, sums.clip, sums.ratio, float(sums.tokens)],
+                         dtype=torch.float64, device=self.accelerator.device)
+        loss, pg, kl, clip, ratio, tokens = self.accelerator.reduce(t, reduction="sum").tolist()
+        return _Sums(loss=loss, pg=pg, kl=kl, clip=clip, ratio=ratio, tokens=int(round(tokens)),
+                     grad_norm=sums.grad_norm)
 
     # ------------------------------------------------------------------ state
     def named_weights(self):
@@ -213,6 +269,32 @@ class PolicyUpdater:
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+
+
+@dataclass
+class _Sums:
+    """Running sums of one step (``kl``, ``clip``, ``ratio`` weighted by tokens)."""
+
+    loss: float = 0.0
+    pg: float = 0.0
+    kl: float = 0.0
+    clip: float = 0.0
+    ratio: float = 0.0
+    tokens: int = 0
+    grad_norm: float = 0.0
+
+
+def minibatch_plan(group_ids: Tensor, update_batch: int, epochs: int, generator: torch.Generator) -> list[list[int]]:
+    """Rollout indices of each mini-batch: per epoch a seeded shuffle of the prompt groups, cut
+    into runs of ``update_batch`` groups (a group never straddles two mini-batches)."""
+    groups = torch.unique(group_ids)
+    orders = [groups[torch.randperm(groups.numel(), generator=generator)] for _ in range(epochs)]
+    return [torch.isin(group_ids, order[g0 : g0 + update_batch]).nonzero().flatten().tolist()
+            for order in orders for g0 in range(0, order.numel(), update_batch)]
+
+
+def _n_chunks(rows: int, micro_batch: int) -> int:
+    return -(-rows // micro_batch)
 
 
 def _has_dropout(model) -> bool:

@@ -1,0 +1,77 @@
+"""One ``PolicyUpdater.step`` under ``accelerate launch`` (run by tests/test_update_ddp.py).
+
+    python -m accelerate.commands.launch --multi_gpu --num_processes 2 ... tests/ddp_update_worker.py CASE OUT
+
+CASE is a ``torch.save`` of the batch (model dir, encoded prompts, completions, advantages, group
+ids, settings, seeds). Every rank runs the step; rank 0 writes OUT/weights.safetensors,
+OUT/grads.pt (the gradient each optimiser step applied, flattened: [steps, P]), OUT/stats.json
+and OUT/calls.json: for each rank, every ``collate`` the updater made, as (grad enabled,
+completion token ids of its rows), i.e. which rollouts that rank scored.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+
+def capture_grads(updater) -> list[torch.Tensor]:
+    """Record the (synchronised, clipped) gradient at every optimiser step of ``updater``."""
+    params = [p for p in updater.accelerator.unwrap_model(updater.model).parameters() if p.requires_grad]
+    seen: list[torch.Tensor] = []
+    real_step = updater.optimizer.step
+
+    def step(*args, **kwargs):
+        seen.append(torch.cat([p.grad.detach().flatten().cpu() for p in params]))
+        return real_step(*args, **kwargs)
+
+    updater.optimizer.step = step
+    return seen
+
+
+def main(case_path: str, out_dir: str) -> int:
+    from accelerate.utils import gather_object
+    from safetensors.torch import save_file
+
+    from fgrpo_core.models.loading import load_policy
+    from fgrpo_core.train import update as update_mod
+
+    torch.set_num_threads(1)
+    case = torch.load(case_path, weights_only=False)
+    calls: list[tuple[bool, list[list[int]]]] = []
+    real_collate = update_mod.collate
+
+    def counting_collate(prompts, completions, *args, **kwargs):
+        calls.append((torch.is_grad_enabled(), [list(c) for c in completions]))
+        return real_collate(prompts, completions, *args, **kwargs)
+
+    update_mod.collate = counting_collate
+    torch.manual_seed(0)
+    model = load_policy(case["model_dir"])
+    ref = load_policy(case["model_dir"])
+    up = update_mod.PolicyUpdater(model, ref, case["pad_id"], update_mod.UpdateSettings(**case["settings"]))
+    acc = up.accelerator
+    if acc.num_processes != 2:  # `accelerate launch --cpu` starts a single process: fail loudly
+        raise RuntimeError(f"expected 2 processes, got {acc.num_processes} ({acc.distributed_type})")
+    grads = capture_grads(up)
+    stats = up.step(case["rows"], case["completions"], case["advantages"], case["group_ids"],
+                    torch.Generator().manual_seed(case["order_seed"]))
+    weights = {k: v.detach().cpu().clone() for k, v in up.named_weights()}
+    every = gather_object([{"rank": acc.process_index, "stats": asdict(stats), "calls": calls}])
+    if acc.is_main_process:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(weights, str(out / "weights.safetensors"))
+        torch.save(torch.stack(grads), out / "grads.pt")
+        (out / "stats.json").write_text(json.dumps([e["stats"] for e in sorted(every, key=lambda e: e["rank"])]))
+        (out / "calls.json").write_text(json.dumps([e["calls"] for e in sorted(every, key=lambda e: e["rank"])]))
+    acc.wait_for_everyone()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
