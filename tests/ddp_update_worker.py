@@ -4,7 +4,7 @@
 
 CASE is a ``torch.save`` of the batch (model dir, encoded prompts, completions, advantages, group
 ids, settings, seeds). Every rank runs the step; rank 0 writes OUT/weights.safetensors,
-OUT/grads.pt (the gradient each optimiser step applied, flattened: [steps, P]), OUT/stats.json
+OUT/grads.pt (each optimiser step's gradient before clipping, flattened: [steps, P]), OUT/stats.json
 and OUT/calls.json: for each rank, every ``collate`` the updater made, as (grad enabled,
 completion token ids of its rows), i.e. which rollouts that rank scored.
 """
@@ -20,16 +20,17 @@ import torch
 
 
 def capture_grads(updater) -> list[torch.Tensor]:
-    """Record the (synchronised, clipped) gradient at every optimiser step of ``updater``."""
+    """Record the synchronised gradient of every optimiser step of ``updater``, before clipping
+    (clipping to norm 1 would hide a gradient that is off by a constant factor)."""
     params = [p for p in updater.accelerator.unwrap_model(updater.model).parameters() if p.requires_grad]
     seen: list[torch.Tensor] = []
-    real_step = updater.optimizer.step
+    real_clip = updater.accelerator.clip_grad_norm_
 
-    def step(*args, **kwargs):
+    def clip(*args, **kwargs):
         seen.append(torch.cat([p.grad.detach().flatten().cpu() for p in params]))
-        return real_step(*args, **kwargs)
+        return real_clip(*args, **kwargs)
 
-    updater.optimizer.step = step
+    updater.accelerator.clip_grad_norm_ = clip
     return seen
 
 
