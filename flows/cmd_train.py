@@ -5,6 +5,10 @@
 Writes ``fgrpo.run_dir`` (round-r/rollouts.parquet, round-r/scores.parquet, multipliers.csv,
 train_metrics.csv) and ``fgrpo.out_dir/round-r`` checkpoints. A rerun continues from the newest
 complete checkpoint; ``--fresh`` starts over (after moving the old outputs aside).
+
+Several GPUs: ``accelerate launch --config_file configs/accelerate/ddp.yaml -m flows.cli train
+--params FILE`` (docs/training.md): the main process samples, scores and writes; the policy
+update is sharded over the ranks.
 """
 
 from __future__ import annotations
@@ -41,16 +45,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     from fgrpo_core.train.setup import create_trainer
+    from fgrpo_core.train.update import process_state
     from flows.stages import guard_outputs
 
     fp = params.fgrpo
-    if args.fresh:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for d in (Path(fp.out_dir), Path(fp.run_dir)):
-            if d.exists():
-                shutil.move(str(d), f"{d}.old-{stamp}")
-    # Never resume rounds that other params, code or inputs produced (dvc.yaml keeps them: persist).
-    guard_outputs("train", params, [fp.out_dir, fp.run_dir])
+    state = process_state()  # under `accelerate launch`: one of several ranks; only the main one writes
+    if state.is_main_process:
+        if args.fresh:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for d in (Path(fp.out_dir), Path(fp.run_dir)):
+                if d.exists():
+                    shutil.move(str(d), f"{d}.old-{stamp}")
+        # Never resume rounds that other params, code or inputs produced (dvc.yaml keeps them: persist).
+        guard_outputs("train", params, [fp.out_dir, fp.run_dir])
+    state.wait_for_everyone()
     try:
         trainer = create_trainer(fgrpo=fp, rollout=params.rollout, model=params.model, judges=params.judges,
                                  init_path=init_path(params), data_dir=params.data.out_dir, seed=fp.seed)
@@ -58,12 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fgrpo train: {err}", file=sys.stderr)
         return 2
     done = trainer.resume()
-    if done:
+    if done and state.is_main_process:
         print(f"resuming after round {done} from {trainer.layout.checkpoint(done)}")
-    trainer.run(args.rounds)
+    trainer.run(args.rounds, progress=state.is_main_process)
     last = trainer.history[-1] if trainer.history else {}
-    print(f"done: {trainer.round} rounds; last round acc {last.get('reward_acc', float('nan')):.3f}, "
-          f"lambdas {trainer.dual.lambdas}")
+    if state.is_main_process:
+        print(f"done: {trainer.round} rounds; last round acc {last.get('reward_acc', float('nan')):.3f}, "
+              f"lambdas {trainer.dual.lambdas}")
     return 0
 
 

@@ -15,6 +15,16 @@ optimiser, scheduler, lambda and its history, data cursor, RNG, per-round metric
 each round's checkpoint, which appears under its final name only when complete (temporary
 directory, then rename). A resumed run therefore replays exactly what an uninterrupted one does,
 and the CSVs are rewritten whole from that state (DVC outputs are never appended to).
+
+Several processes (``accelerate launch``): the main process alone holds the rollout engine and
+the judge; it samples and scores each round and sends the rollouts and scores to every rank
+(``accelerate.utils.broadcast_object_list``), so all ranks see the same batch, the same
+advantages and the same constraint means (the dual step is identical everywhere without any
+further exchange). The update is sharded across ranks (update.py). Only the main process writes
+files (parquet, CSVs, checkpoints) and pushes weights into the engine; ranks meet after each
+checkpoint (``wait_for_everyone``) and all read the checkpoint when resuming (one machine or a
+shared filesystem). A failure on the main process is sent to the other ranks as an error rather
+than leaving them waiting.
 """
 
 from __future__ import annotations
@@ -186,6 +196,8 @@ class FGRPOTrainer:
             model.gradient_checkpointing_enable()
         self.updater = PolicyUpdater(model, ref_model, processor.tokenizer.pad_token_id,
                                      UpdateSettings.from_params(params, rollout))
+        if self.is_main and engine is None:
+            raise ValueError("the main process needs a rollout engine")
         self.cursor = Cursor()
         self.round = 0
         self.history: list[dict] = []  # train_metrics rows
@@ -195,11 +207,13 @@ class FGRPOTrainer:
     def resume(self) -> int:
         """Continue from the newest complete checkpoint, if any; returns the rounds done."""
         layout = self.layout
-        if layout.ckpt_dir.is_dir():
-            for junk in layout.ckpt_dir.glob(".round-*"):  # an interrupted save
-                shutil.rmtree(junk, ignore_errors=True)
-        for junk in layout.partial_files():  # an interrupted CSV/parquet write (never read)
-            junk.unlink(missing_ok=True)
+        if self.is_main:
+            if layout.ckpt_dir.is_dir():
+                for junk in layout.ckpt_dir.glob(".round-*"):  # an interrupted save
+                    shutil.rmtree(junk, ignore_errors=True)
+            for junk in layout.partial_files():  # an interrupted CSV/parquet write (never read)
+                junk.unlink(missing_ok=True)
+        self.updater.accelerator.wait_for_everyone()
         done = layout.completed_rounds()
         if not done:
             return 0
@@ -222,11 +236,12 @@ class FGRPOTrainer:
         name, keys, pos, has_gauss, cached = state["rng"]["numpy"]
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         random.setstate((state["rng"]["python"][0], tuple(state["rng"]["python"][1]), state["rng"]["python"][2]))
-        self.engine.load_weights_from(ckpt)  # the engine samples the resumed policy, not the SFT one
-        # Versions count the run's policy steps, not the engine's reloads: after resuming from
-        # round r the engine holds policy r, as in an uninterrupted run (rollouts record it).
-        self.engine.policy_version = self.round
-        self._write_histories()
+        if self.is_main:
+            self.engine.load_weights_from(ckpt)  # the engine samples the resumed policy, not the SFT one
+            # Versions count the run's policy steps, not the engine's reloads: after resuming from
+            # round r the engine holds policy r, as in an uninterrupted run (rollouts record it).
+            self.engine.policy_version = self.round
+            self._write_histories()
         return self.round
 
     # ------------------------------------------------------------------ one round
@@ -238,17 +253,26 @@ class FGRPOTrainer:
         chosen = [self.samples[i] for i in idx]
         sampling = SamplingSettings(n=self.rp.group_size, temperature=self.rp.temperature, top_p=self.rp.top_p,
                                     max_tokens=self.rp.max_tokens, seed=_derive(self.seed, "sample", r))
-        t0 = time.perf_counter()
-        batch = self.engine.generate([self._prompt(s) for s in chosen], sampling)
-        seconds = time.perf_counter() - t0
-        rows = [dict(asdict(x), round=r, policy_version=batch.policy_version) for x in batch.rollouts]
-        _write_parquet(rows, self.layout.round_dir(r) / "rollouts.parquet")
+
+        def sample() -> tuple[RolloutBatch, float]:
+            t0 = time.perf_counter()
+            batch = self.engine.generate([self._prompt(s) for s in chosen], sampling)
+            seconds = time.perf_counter() - t0
+            rows = [dict(asdict(x), round=r, policy_version=batch.policy_version) for x in batch.rollouts]
+            _write_parquet(rows, self.layout.round_dir(r) / "rollouts.parquet")
+            return batch, seconds
+
+        batch, seconds = self._on_main(sample, f"round {r}: rollout")
         return batch, chosen, seconds
 
     def score_step(self, r: int, batch: RolloutBatch, chosen: Sequence[Sample]) -> RoundScores:
-        scores = score_rollouts(batch.rollouts, {s.id: s for s in chosen}, self.judge, self.active)
-        _write_parquet([dict(row, round=r) for row in scores.rows()], self.layout.round_dir(r) / "scores.parquet")
-        return scores
+        def score() -> RoundScores:
+            scores = score_rollouts(batch.rollouts, {s.id: s for s in chosen}, self.judge, self.active)
+            _write_parquet([dict(row, round=r) for row in scores.rows()],
+                           self.layout.round_dir(r) / "scores.parquet")
+            return scores
+
+        return self._on_main(score, f"round {r}: scoring")
 
     def update_step(self, r: int, batch: RolloutBatch, chosen: Sequence[Sample], scores: RoundScores,
                     timings: dict[str, float]) -> RoundOutcome:
@@ -271,7 +295,8 @@ class FGRPOTrainer:
         t_update = time.perf_counter() - t0
         means, counts = constraint_stats({k: cons[k] for k in self.active})
         records = self.dual.update(means, counts)  # after the primal step (FGRPO.md section 4)
-        version = self.engine.update_weights(self.updater.named_weights())
+        version = self._on_main(lambda: self.engine.update_weights(self.updater.named_weights()),
+                                f"round {r}: weight push")
 
         n_tok = sum(len(x.token_ids) for x in rollouts)
         m = {
@@ -326,12 +351,49 @@ class FGRPOTrainer:
             out.append(res)
         return out
 
+    # ------------------------------------------------------------------ processes
+    @property
+    def is_main(self) -> bool:
+        """The process that samples, scores and writes (the only one without ``accelerate launch``)."""
+        return self.updater.accelerator.is_main_process
+
+    def _on_main(self, work: Callable[[], object], what: str):
+        """``work()`` on the main process, its result on every rank (one process: just ``work()``)."""
+        acc = self.updater.accelerator
+        if acc.num_processes == 1:
+            return work()
+        from accelerate.utils import broadcast_object_list
+
+        box: list = [None]
+        failure = None
+        if acc.is_main_process:
+            try:
+                box[0] = ("ok", work())
+            except BaseException as err:  # tell the other ranks instead of leaving them waiting
+                failure = err
+                box[0] = ("failed", f"{type(err).__name__}: {err}")
+        broadcast_object_list(box, from_process=0)
+        if failure is not None:
+            raise failure
+        status, value = box[0]
+        if status != "ok":
+            raise RuntimeError(f"{what} failed on the main process: {value}")
+        return value
+
     # ------------------------------------------------------------------ persistence
     def _write_histories(self) -> None:
+        if not self.is_main:
+            return
         _atomic_file(self.layout.multipliers, lambda tmp: write_history_csv(self.dual.history, tmp))
         _write_csv(self.history, self.layout.metrics)
 
     def _save_checkpoint(self, r: int) -> None:
+        """Written by the main process; every rank leaves only once the round's checkpoint is complete."""
+        if self.is_main:
+            self._write_checkpoint(r)
+        self.updater.accelerator.wait_for_everyone()
+
+    def _write_checkpoint(self, r: int) -> None:
         final = self.layout.checkpoint(r)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))

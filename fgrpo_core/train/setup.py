@@ -46,9 +46,12 @@ def create_trainer(*, fgrpo: FGRPOParams, rollout: RolloutParams, model: ModelPa
     """A trainer starting from ``init_path`` (the SFT checkpoint), which is also the KL reference.
 
     ``engine``/``judge`` may be passed in to share them (tests, the Prefect flow); otherwise they
-    are built from the params. Call ``resume()`` before running rounds.
+    are built from the params, on the main process only: under ``accelerate launch`` the other
+    ranks receive each round's rollouts and scores from it (rounds.py). Call ``resume()`` before
+    running rounds.
     """
     from fgrpo_core.judges.factory import build_judge
+    from fgrpo_core.train.update import process_state
 
     init_path = Path(init_path)
     if not (init_path / "config.json").is_file():
@@ -60,8 +63,12 @@ def create_trainer(*, fgrpo: FGRPOParams, rollout: RolloutParams, model: ModelPa
     ref = load_policy(init_path, dtype=dtype, trust_remote_code=model.trust_remote_code) if fgrpo.beta else None
     processor = load_processor(init_path, trust_remote_code=model.trust_remote_code)
     samples = load_split(data_dir, "rl")
-    engine = engine if engine is not None else make_engine(init_path, rollout, model, seed)
-    judge = judge if judge is not None else build_judge(judges)
+    main = process_state().is_main_process  # one of several ranks under accelerate launch
+    if main:
+        engine = engine if engine is not None else make_engine(init_path, rollout, model, seed)
+        judge = judge if judge is not None else build_judge(judges)
+    else:
+        engine = judge = None
     layout = RunLayout(Path(run_dir or fgrpo.run_dir), Path(ckpt_dir or fgrpo.out_dir))
     return FGRPOTrainer(params=fgrpo, rollout=rollout, engine=engine, judge=judge, model=policy, ref_model=ref,
                         processor=processor, samples=samples, layout=layout, seed=seed)

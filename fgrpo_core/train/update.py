@@ -87,6 +87,15 @@ class UpdateStats:
     seconds: float
 
 
+def process_state():
+    """accelerate's view of the processes, as the updater's ``Accelerator`` sets it up. Without
+    ``cpu=True`` on a machine without CUDA, the ranks ``accelerate launch`` starts each believe they
+    are alone (``DistributedType.NO``), and the first call fixes that state for the process."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def _pad(rows: Sequence[Tensor], width: int) -> Tensor:
     out = torch.zeros((len(rows), width), dtype=torch.float32)
     for i, r in enumerate(rows):
