@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Sequence
 
 import torch
@@ -87,13 +88,19 @@ class UpdateStats:
     seconds: float
 
 
+# While the main process samples and scores a round, the other ranks wait inside a collective
+# (rounds.py); NCCL's default 10-minute timeout would abort them on a long round.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
+
+
 def process_state():
-    """accelerate's view of the processes, as the updater's ``Accelerator`` sets it up. Without
-    ``cpu=True`` on a machine without CUDA, the ranks ``accelerate launch`` starts each believe they
-    are alone (``DistributedType.NO``), and the first call fixes that state for the process."""
+    """accelerate's view of the processes, as the updater's ``Accelerator`` sets it up; call it
+    before anything else creates the process group (the first call fixes it for the process).
+    Without ``cpu=True`` on a machine without CUDA, the ranks that ``accelerate launch`` starts
+    each believe they are alone (``DistributedType.NO``)."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=PROCESS_GROUP_TIMEOUT)
 
 
 def _pad(rows: Sequence[Tensor], width: int) -> Tensor:
@@ -111,6 +118,8 @@ class PolicyUpdater:
         from transformers import get_scheduler
 
         self.settings = settings
+        if accelerator is None:
+            process_state()  # the process group (if launched) with our timeout, before Accelerator
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.pad_id = pad_token_id
         self.vision_ids = vision_token_ids(model.config)
