@@ -58,3 +58,19 @@ class ReplayEngine:
     def load_weights_from(self, path):
         self.policy_version = int(str(path).rsplit("-", 1)[-1])
         return self.policy_version
+
+
+def stage_with_traces(out, n_rl: int, n_sft: int, fault_share: float = 0.3):
+    """Stage the tiny synthetic data at ``out`` (RL split of ``n_rl`` prompts) and return
+    ``(out, traces)``: the RL prompts' synthetic traces, keyed by id, for a :class:`ReplayEngine`."""
+    from fgrpo_core.config import Params
+    from fgrpo_core.data.stage import stage_data
+    from fgrpo_core.data.synthetic import generate_samples
+
+    p = Params()
+    s = p.data.synthetic
+    s.n_sft, s.n_rl, s.n_val, s.n_test = n_sft, n_rl, 2, 2
+    s.inconsistent_share = s.hallucination_share = s.bad_box_share = fault_share
+    stage_data(p.data, p.model.min_pixels, p.model.max_pixels, out)
+    traced = generate_samples(s, n=n_rl, split="rl", with_trace=True)
+    return out, {t.id: (t.trace, t.answer, list(t.choices)) for t in traced}

@@ -5,7 +5,6 @@ finished rows, and refusal to mix rows trained with other settings."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -9,24 +9,14 @@ import torch
 from safetensors.torch import load_file
 
 from fgrpo_core.config import AdvantageMode, Params
-from tests.replay import ReplayEngine
+from tests.replay import ReplayEngine, stage_with_traces
 
 N_RL = 12
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory, tiny_model_dir):
-    from fgrpo_core.data.stage import stage_data
-    from fgrpo_core.data.synthetic import generate_samples
-
-    p = Params()
-    s = p.data.synthetic
-    s.n_sft, s.n_rl, s.n_val, s.n_test = 4, N_RL, 2, 2
-    s.inconsistent_share = s.hallucination_share = s.bad_box_share = 0.3
-    out = tmp_path_factory.mktemp("staged") / "data"
-    stage_data(p.data, p.model.min_pixels, p.model.max_pixels, out)
-    traced = generate_samples(s, n=N_RL, split="rl", with_trace=True)
-    return out, {t.id: (t.trace, t.answer, list(t.choices)) for t in traced}
+def staged(tmp_path_factory):
+    return stage_with_traces(tmp_path_factory.mktemp("staged") / "data", N_RL, n_sft=4)
 
 
 def _params(mode="fgrpo", constraints=("consistency", "semantic", "spatial"), **fg):

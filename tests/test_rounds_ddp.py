@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from fgrpo_core.config import AdvantageMode, Params
 from fgrpo_core.train.threads import cpu_threads
-from tests.replay import ReplayEngine
+from tests.replay import ReplayEngine, stage_with_traces
 
 REPO = Path(__file__).resolve().parents[1]
 N_RL = 6
@@ -35,17 +35,7 @@ TIMING = ["rollout_s", "score_s", "update_s", "tokens_per_s"]
 
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory):
-    from fgrpo_core.data.stage import stage_data
-    from fgrpo_core.data.synthetic import generate_samples
-
-    p = Params()
-    s = p.data.synthetic
-    s.n_sft, s.n_rl, s.n_val, s.n_test = 2, N_RL, 2, 2
-    s.inconsistent_share = s.hallucination_share = s.bad_box_share = 0.3
-    out = tmp_path_factory.mktemp("staged-ddp") / "data"
-    stage_data(p.data, p.model.min_pixels, p.model.max_pixels, out)
-    traced = generate_samples(s, n=N_RL, split="rl", with_trace=True)
-    return out, {t.id: (t.trace, t.answer, list(t.choices)) for t in traced}
+    return stage_with_traces(tmp_path_factory.mktemp("staged-ddp") / "data", N_RL, n_sft=2)
 
 
 def _params() -> Params:

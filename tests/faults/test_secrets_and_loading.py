@@ -80,20 +80,25 @@ def _scan(root: Path, needle: bytes) -> tuple[list[Path], int]:
     return hits, files
 
 
+def _model_judge_run(tmp_path, tiny_model_dir, data_dir, server, **extra) -> list[str]:
+    """One round whose consistency and semantic judges are the model judge at ``server``,
+    its key read from the variable KEY_ENV (``extra``: more overrides, e.g. a Secret block)."""
+    return train_overrides(tmp_path, tiny_model_dir, data_dir, **{
+        "rollout.max_tokens": 128, "fgrpo.rollout_batch": N_RL, "fgrpo.update_batch": N_RL,
+        "fgrpo.rounds": 1, "judges.consistency": "model", "judges.semantic": "model",
+        "judges.model_judge.backend": "openai", "judges.model_judge.model": "judge-model",
+        "judges.model_judge.base_url": server.base_url, "judges.model_judge.api_key_env": KEY_ENV,
+        "judges.model_judge.max_retries": 1, "judges.model_judge.retry_backoff_s": 0.01, **extra,
+    })
+
+
 @pytest.mark.slow
 def test_planted_key_is_written_nowhere(tmp_path, tiny_model_dir, faults_data):
     """A real run (the CLI in a subprocess, DEBUG logs captured) that uses the key on every call."""
     data_dir, traces = faults_data
     server = ScriptedServer(_echoing_plan, require_key=PLANTED)  # 401 unless the key is sent
     try:
-        args = train_overrides(
-            tmp_path, tiny_model_dir, data_dir, **{
-                "rollout.max_tokens": 128, "fgrpo.rollout_batch": N_RL, "fgrpo.update_batch": N_RL,
-                "fgrpo.rounds": 1, "judges.consistency": "model", "judges.semantic": "model",
-                "judges.model_judge.backend": "openai", "judges.model_judge.model": "judge-model",
-                "judges.model_judge.base_url": server.base_url, "judges.model_judge.api_key_env": KEY_ENV,
-                "judges.model_judge.max_retries": 1, "judges.model_judge.retry_backoff_s": 0.01,
-            })
+        args = _model_judge_run(tmp_path, tiny_model_dir, data_dir, server)
         res = run_train(args, tmp_path, "secret", FGRPO_FAULTS_REPLAY=str(traces), FGRPO_FAULTS_LOG="DEBUG",
                         **{KEY_ENV: PLANTED})
     finally:
@@ -325,15 +330,8 @@ def test_block_key_reaches_the_judge_and_no_prefect_log(prefect_server, tmp_path
     data_dir, traces = faults_data
     server = ScriptedServer(_echoing_plan, require_key=PLANTED)  # 401 unless the key is sent
     try:
-        args = train_overrides(
-            tmp_path, tiny_model_dir, data_dir, **{
-                "rollout.max_tokens": 128, "fgrpo.rollout_batch": N_RL, "fgrpo.update_batch": N_RL,
-                "fgrpo.rounds": 1, "judges.consistency": "model", "judges.semantic": "model",
-                "judges.model_judge.backend": "openai", "judges.model_judge.model": "judge-model",
-                "judges.model_judge.base_url": server.base_url, "judges.model_judge.api_key_env": KEY_ENV,
-                "judges.model_judge.api_key_block": BLOCK,
-                "judges.model_judge.max_retries": 1, "judges.model_judge.retry_backoff_s": 0.01,
-            })
+        args = _model_judge_run(tmp_path, tiny_model_dir, data_dir, server,
+                                **{"judges.model_judge.api_key_block": BLOCK})
         run_id, stdout, stderr = _flow_run(prefect_server, "train", args, tmp_path,
                                            FGRPO_FAULTS_REPLAY=str(traces))
     finally:
