@@ -26,8 +26,11 @@ def capture_grads(updater) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
     real_clip = updater.accelerator.clip_grad_norm_
 
+    def full(g):  # FSDP: each rank holds a shard of the gradient (a collective gathers it)
+        return g.full_tensor() if hasattr(g, "full_tensor") else g
+
     def clip(*args, **kwargs):
-        seen.append(torch.cat([p.grad.detach().flatten().cpu() for p in params]))
+        seen.append(torch.cat([full(p.grad.detach()).flatten().cpu() for p in params]))
         return real_clip(*args, **kwargs)
 
     updater.accelerator.clip_grad_norm_ = clip
@@ -40,9 +43,12 @@ def main(case_path: str, out_dir: str) -> int:
 
     from fgrpo_core.models.loading import load_policy
     from fgrpo_core.train import update as update_mod
+    from tests import fsdp_cpu
 
     torch.set_num_threads(1)
     case = torch.load(case_path, weights_only=False)
+    if fsdp_cpu.requested():
+        fsdp_cpu.enable()
     calls: list[tuple[bool, list[list[int]]]] = []
     real_collate = update_mod.collate
 
@@ -54,6 +60,9 @@ def main(case_path: str, out_dir: str) -> int:
     torch.manual_seed(0)
     model = load_policy(case["model_dir"])
     ref = load_policy(case["model_dir"])
+    # FSDP with cpu_ram_efficient_loading: transformers loads zeros on every rank but the first.
+    loaded = {"policy_zero": all(not p.any() for p in model.parameters()),
+              "ref_zero": all(not p.any() for p in ref.parameters())}
     up = update_mod.PolicyUpdater(model, ref, case["pad_id"], update_mod.UpdateSettings(**case["settings"]))
     acc = up.accelerator
     if acc.num_processes != 2:  # `accelerate launch --cpu` starts a single process: fail loudly
@@ -62,7 +71,8 @@ def main(case_path: str, out_dir: str) -> int:
     stats = up.step(case["rows"], case["completions"], case["advantages"], case["group_ids"],
                     torch.Generator().manual_seed(case["order_seed"]))
     weights = {k: v.detach().cpu().clone() for k, v in up.named_weights()}
-    every = gather_object([{"rank": acc.process_index, "stats": asdict(stats), "calls": calls}])
+    every = gather_object([{"rank": acc.process_index, "stats": asdict(stats), "calls": calls,
+                            "strategy": str(acc.distributed_type), "sharded": up.sharded, "loaded": loaded}])
     if acc.is_main_process:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +80,9 @@ def main(case_path: str, out_dir: str) -> int:
         torch.save(torch.stack(grads), out / "grads.pt")
         (out / "stats.json").write_text(json.dumps([e["stats"] for e in sorted(every, key=lambda e: e["rank"])]))
         (out / "calls.json").write_text(json.dumps([e["calls"] for e in sorted(every, key=lambda e: e["rank"])]))
+        (out / "loaded.json").write_text(json.dumps([e["loaded"] for e in sorted(every, key=lambda e: e["rank"])]))
+        (out / "strategy.json").write_text(json.dumps([[e["strategy"], e["sharded"]]
+                                                      for e in sorted(every, key=lambda e: e["rank"])]))
     acc.wait_for_everyone()
     return 0
 

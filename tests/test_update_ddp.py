@@ -1,5 +1,6 @@
-"""The policy update under ``accelerate launch`` with 2 processes (DDP over gloo, on the CPU):
-the same step as one process, with each rank doing only its share.
+"""The policy update under ``accelerate launch`` with 2 processes on the CPU (gloo), as DDP and as
+FSDP2 (the shipped configs/accelerate/fsdp.yaml, see tests/fsdp_cpu.py): the same step as one
+process, with each rank doing only its share.
 
 How the processes are started: ``accelerate launch --cpu --num_processes 2`` starts ONE process
 (accelerate 1.15 sends ``--cpu`` to its simple launcher, which expects ``mpirun`` for several CPU
@@ -84,11 +85,22 @@ def _single_process(case):
     return stats, {k: v.detach().clone() for k, v in up.named_weights()}, torch.stack(grads)
 
 
-def _launch_two(case, tmp_path) -> tuple[Path, float]:
+def launch_args(strategy: str) -> list[str]:
+    """``accelerate launch`` arguments for 2 CPU processes: DDP, or FSDP2 from the shipped config
+    (8 GPUs, bf16 there; 2 processes in fp32 here)."""
+    if strategy == "ddp":
+        how = ["--multi_gpu"]
+    elif strategy == "fsdp":
+        how = ["--config_file", str(REPO / "configs" / "accelerate" / "fsdp.yaml")]
+    else:
+        raise ValueError(strategy)
+    return [sys.executable, "-m", "accelerate.commands.launch", *how, "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]  # port 0: a free one
+
+
+def _launch_two(case, tmp_path, strategy: str = "ddp") -> tuple[Path, float]:
     torch.save(case, tmp_path / "case.pt")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", "0",  # a free port
+    cmd = [*launch_args(strategy),
            str(REPO / "tests" / "ddp_update_worker.py"), str(tmp_path / "case.pt"), str(tmp_path / "out")]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="",
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -106,8 +118,10 @@ def _share(rows: list[int], rank: int, world: int = 2) -> list[int]:
     return rows[start : start + base + (1 if rank < extra else 0)]
 
 
-def _expected_calls(case, rank: int) -> tuple[list[list[int]], list[list[int]]]:
-    """(no-grad rows, grad rows) of each collate call of ``rank``: row = rollout index."""
+def _expected_calls(case, rank: int, sharded: bool) -> tuple[list[list[int]], list[list[int]]]:
+    """(no-grad rows, grad rows) of each collate call of ``rank``: row = rollout index. The old
+    pass is padded to the longest rank's (a repeated row); so is the reference pass when the
+    reference is sharded (FSDP: every forward is a collective)."""
     plan = update_mod.minibatch_plan(case["group_ids"], SETTINGS["update_batch"], SETTINGS["epochs"],
                                      torch.Generator().manual_seed(ORDER_SEED))
     assert sorted(sum(plan, [])) == sorted(2 * list(range(10)))  # each rollout once per epoch
@@ -117,7 +131,11 @@ def _expected_calls(case, rank: int) -> tuple[list[list[int]], list[list[int]]]:
     rest = [i for i in needed if i not in mine[0]]  # first mini-batch: live old log-probs
     longest_rest = max(len([i for i in sorted(set(sum(s, []))) if i not in s[0]]) for s in shares)
     old_rows = rest + (rest[:1] or [0]) * (longest_rest - len(rest))
-    no_grad = [[i] for i in old_rows] + [[i] for i in needed]  # micro-batch 1: old pass, then ref pass
+    ref_rows = needed
+    if sharded:
+        longest_needed = max(len(set(sum(s, []))) for s in shares)
+        ref_rows = needed + needed[:1] * (longest_needed - len(needed))
+    no_grad = [[i] for i in old_rows] + [[i] for i in ref_rows]  # micro-batch 1: old pass, then ref pass
     grad = []
     for m, idx in enumerate(plan):
         calls = max(len(shares[r][m]) for r in range(2))
@@ -125,20 +143,30 @@ def _expected_calls(case, rank: int) -> tuple[list[list[int]], list[list[int]]]:
     return no_grad, grad
 
 
-def test_two_processes_equal_one(case, tmp_path, monkeypatch):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_equal_one(case, tmp_path, monkeypatch, strategy):
     one_proc_calls = []  # (grad enabled, rows) of each collate in the one-process step
     real = update_mod.collate
     monkeypatch.setattr(update_mod, "collate", lambda p, c, *a, **k: (
         one_proc_calls.append((torch.is_grad_enabled(), len(c))), real(p, c, *a, **k))[1])
     ref_stats, ref_w, ref_g = _single_process(case)
     monkeypatch.undo()
-    out, seconds = _launch_two(case, tmp_path)
-    print(f"2-process launch + step: {seconds:.1f} s")
+    out, seconds = _launch_two(case, tmp_path, strategy)
+    print(f"2-process {strategy} launch + step: {seconds:.1f} s")
+    kinds = json.loads((out / "strategy.json").read_text())
+    sharded = strategy == "fsdp"
+    assert kinds == [[f"DistributedType.{'FSDP' if sharded else 'MULTI_CPU'}", sharded]] * 2
+    if sharded:
+        # fsdp.yaml's cpu_ram_efficient_loading: transformers loaded zeros on rank 1 (policy and
+        # reference); both were sharded from rank 0's weights, or the comparison below would fail.
+        assert json.loads((out / "loaded.json").read_text()) == [
+            {"policy_zero": False, "ref_zero": False}, {"policy_zero": True, "ref_zero": True}]
 
     # Gradients (before clipping): at every optimiser step the synchronised gradient is the
-    # one-process gradient of the whole mini-batch (loss x W against DDP's average; the filler calls
-    # add exact zeros), in every parameter tensor: measured relative differences <= 1.2e-6 (without
-    # the x W scale: 0.5).
+    # one-process gradient of the whole mini-batch (loss x W against the average over ranks that
+    # DDP's all-reduce and FSDP's reduce-scatter take; the filler calls add exact zeros), in every
+    # parameter tensor: measured relative differences <= 1.2e-6 DDP, 5e-7 FSDP (without the x W
+    # scale: 0.5).
     from fgrpo_core.models.loading import load_policy
 
     init_model = load_policy(case["model_dir"])
@@ -182,11 +210,13 @@ def test_two_processes_equal_one(case, tmp_path, monkeypatch):
     for rank in range(2):
         got_no_grad = [[index[tuple(c)] for c in rows] for grad, rows in calls[rank] if not grad]
         got_grad = [[index[tuple(c)] for c in rows] for grad, rows in calls[rank] if grad]
-        want_no_grad, want_grad = _expected_calls(case, rank)
+        want_no_grad, want_grad = _expected_calls(case, rank, sharded)
         assert got_no_grad == want_no_grad, rank
         assert got_grad == want_grad, rank
         trained.append(len(got_grad))
         scored.append(sorted({i for rows in got_no_grad for i in rows}))
+    if sharded:  # equal forward counts on both ranks: each FSDP forward gathers the parameters
+        assert len({sum(1 for grad, _ in calls[r] if not grad) for r in range(2)}) == 1
     # Groups are contiguous here, so the shares are the same each epoch: rank 0 rows 0,1 | 3 | 4 | 6,7,
     # rank 1 rows 2 | 5 | 8,9; old/ref log-probs are scored for those only (one process: all 10).
     assert scored == [[0, 1, 3, 4, 6, 7], [2, 5, 8, 9]]

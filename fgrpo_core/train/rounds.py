@@ -224,8 +224,11 @@ class FGRPOTrainer:
         from fgrpo_core.models.loading import load_policy
 
         model = self.updater.accelerator.unwrap_model(self.updater.model)
-        saved = load_policy(ckpt, dtype=next(model.parameters()).dtype)
-        model.load_state_dict(saved.state_dict(), strict=True)
+        if self.is_main or not self.updater.sharded:  # sharded: the main process's copy is broadcast
+            saved = load_policy(ckpt, dtype=next(model.parameters()).dtype).state_dict()
+        else:
+            saved = {}
+        self.updater.load_weights(saved)
         del saved
         self.updater.load_state_dict(state["updater"])
         self.dual.load_state_dict(state["dual"])
@@ -295,8 +298,9 @@ class FGRPOTrainer:
         t_update = time.perf_counter() - t0
         means, counts = constraint_stats({k: cons[k] for k in self.active})
         records = self.dual.update(means, counts)  # after the primal step (FGRPO.md section 4)
-        version = self._on_main(lambda: self.engine.update_weights(self.updater.named_weights()),
-                                f"round {r}: weight push")
+        weights = self.updater.named_weights()  # on every rank: a gather under FSDP
+        version = self._on_main(lambda: self.engine.update_weights(weights), f"round {r}: weight push")
+        del weights
 
         n_tok = sum(len(x.token_ids) for x in rollouts)
         m = {
@@ -388,25 +392,29 @@ class FGRPOTrainer:
         _write_csv(self.history, self.layout.metrics)
 
     def _save_checkpoint(self, r: int) -> None:
-        """Written by the main process; every rank leaves only once the round's checkpoint is complete."""
+        """Written by the main process; every rank leaves only once the round's checkpoint is complete.
+        The weights and the optimiser state are gathered on every rank first (collectives under FSDP)."""
+        weights = dict(self.updater.named_weights()) if self.updater.sharded else None
+        updater_state = self.updater.state_dict()
         if self.is_main:
-            self._write_checkpoint(r)
+            self._write_checkpoint(r, weights, updater_state)
+        del weights, updater_state
         self.updater.accelerator.wait_for_everyone()
 
-    def _write_checkpoint(self, r: int) -> None:
+    def _write_checkpoint(self, r: int, weights: dict | None, updater_state: dict) -> None:
         final = self.layout.checkpoint(r)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         try:
             model = self.updater.accelerator.unwrap_model(self.updater.model)
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)  # None: the model's own
             self.processor.save_pretrained(tmp)
             torch.save(
                 {
                     "round": r,
                     "cursor": asdict(self.cursor),
                     "dual": self.dual.state_dict(),
-                    "updater": self.updater.state_dict(),
+                    "updater": updater_state,
                     "history": self.history,
                     # plain lists, so the state loads with torch.load(weights_only=True)
                     "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(),

@@ -11,7 +11,7 @@
                    micro-batch losses equal the mini-batch loss exactly
         clip the gradient norm, one AdamW step
 
-``accelerate`` does the device placement, DDP/FSDP/DeepSpeed wrapping (under
+``accelerate`` does the device placement, DDP/FSDP2 wrapping (under
 ``accelerate launch``) and the gradient sync; gradients are synchronised only on the last
 micro-batch of each mini-batch (``no_sync``).
 
@@ -130,10 +130,16 @@ class PolicyUpdater:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
         scheduler = get_scheduler("constant", optimizer)
+        _check_strategy(self.accelerator)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        self.ref_model = ref_model.to(self.accelerator.device).eval() if ref_model is not None else None
-        if self.ref_model is not None:
-            self.ref_model.requires_grad_(False)
+        self.ref_model = None
+        if ref_model is not None:
+            ref_model.requires_grad_(False)
+            if self.sharded:  # sharded like the policy (with cpu_ram_efficient_loading: rank 0's weights)
+                from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+                ref_model = fsdp2_prepare_model(self.accelerator, ref_model)
+            self.ref_model = ref_model.to(self.accelerator.device).eval()
 
     # ------------------------------------------------------------------ log-probs
     @torch.no_grad()
@@ -174,25 +180,24 @@ class PolicyUpdater:
         policy = self.accelerator.unwrap_model(self.model)
         live_first = set(shares[0]) if shares and not _has_dropout(policy) else set()
         rest = [i for i in needed if i not in live_first]
-        # Equal forward counts on every rank: [rest rows, then micro-batches per mini-batch], max over ranks.
-        counts = self._max_over_ranks([len(rest)] + [_n_chunks(len(s), st.micro_batch) for s in shares])
-        filler = rest[:1] or [0]  # a row scored and thrown away on a rank that needs fewer
-        padded = rest + filler * (counts[0] - len(rest))
+        # Equal forward counts on every rank (FSDP gathers parameters inside each forward):
+        # [old-pass rows, ref-pass rows, then micro-batches per mini-batch], max over ranks.
+        counts = self._max_over_ranks([len(rest), len(needed)] + [_n_chunks(len(s), st.micro_batch) for s in shares])
         old: list[Tensor | None] = [None] * n
-        scored = self.sequence_logprobs(policy, [prompts[i] for i in padded], [completions[i] for i in padded])
-        for i, lp in zip(rest, scored):
+        for i, lp in zip(rest, self._scored(policy, rest, counts[0], prompts, completions)):
             old[i] = lp
         ref: list[Tensor | None] | None = None
         if st.beta:
             ref = [None] * n
-            for i, lp in zip(needed, self.sequence_logprobs(self.ref_model, [prompts[i] for i in needed],
-                                                           [completions[i] for i in needed])):
+            # The unsharded reference (one process, DDP) has no collectives: no filler rows.
+            target = counts[1] if self.sharded else len(needed)
+            for i, lp in zip(needed, self._scored(self.ref_model, needed, target, prompts, completions)):
                 ref[i] = lp
 
         sums = _Sums()
         steps = 0
         self.model.train()
-        for idx, share, n_calls in zip(minibatches, shares, counts[1:]):
+        for idx, share, n_calls in zip(minibatches, shares, counts[2:]):
             sums.grad_norm += self._minibatch(idx, share, n_calls, prompts, completions, advantages, old, ref, sums)
             steps += 1
         sums = self._sum_over_ranks(sums)
@@ -202,6 +207,12 @@ class PolicyUpdater:
             clip_frac=sums.clip / tok, ratio_mean=sums.ratio / tok, grad_norm=sums.grad_norm / steps,
             optimizer_steps=steps, tokens=sums.tokens // max(st.epochs, 1), seconds=time.perf_counter() - t0,
         )
+
+    def _scored(self, model, rows: list[int], target: int, prompts, completions) -> list[Tensor]:
+        """Log-probs of ``rows`` under ``model``, padded to ``target`` rows with a repeated row (scored
+        and thrown away) so that every rank makes the same number of forwards."""
+        padded = rows + (rows[:1] or [0]) * (target - len(rows))
+        return self.sequence_logprobs(model, [prompts[i] for i in padded], [completions[i] for i in padded])[: len(rows)]
 
     def _minibatch(self, idx, share, n_calls, prompts, completions, advantages, old, ref, sums) -> float:
         """One optimiser step on mini-batch ``idx``; this rank trains on ``share`` in ``n_calls``
@@ -277,16 +288,75 @@ class PolicyUpdater:
                      grad_norm=sums.grad_norm)
 
     # ------------------------------------------------------------------ state
+    # Under FSDP each rank holds a shard of every parameter and of its optimiser state: the full
+    # weights and the full optimiser state are gathered by collectives, so the methods below must
+    # be called on EVERY rank, in the same order (rounds.py does). torch's distributed-checkpoint
+    # state-dict API gives one format under one process, DDP and FSDP (parameter names as keys,
+    # full tensors), so a checkpoint written by one resumes under another.
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP: parameters and optimiser state are split across the ranks."""
+        return bool(getattr(self.accelerator, "is_fsdp2", False))
+
     def named_weights(self):
-        """The policy's parameters under transformers names (for the vLLM push and saving)."""
+        """The policy's parameters under transformers names, full tensors (for the vLLM push and
+        saving). Collective under FSDP: call on every rank; the main process gets the weights (the
+        others may get an empty dict)."""
+        if self.sharded:
+            return self.accelerator.get_state_dict(self.model).items()
         return self.accelerator.unwrap_model(self.model).state_dict().items()
 
+    def load_weights(self, state: dict[str, Tensor]) -> None:
+        """Full weights into the policy. Under FSDP (collective) only the main process's ``state``
+        is read: it is broadcast and each rank keeps its shard (the others may pass ``{}``; with
+        ``cpu_ram_efficient_loading`` transformers loads zeros on them)."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.model, state, options=StateDictOptions(
+                full_state_dict=True, broadcast_from_rank0=True, strict=True))
+        else:
+            self.accelerator.unwrap_model(self.model).load_state_dict(state, strict=True)
+
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        """Optimiser (full state, keyed by parameter name) and scheduler. Collective under FSDP."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        optim = get_optimizer_state_dict(self.model, self._torch_optimizer,
+                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {"optimizer": optim, "scheduler": self.scheduler.state_dict(), "format": OPTIMIZER_FORMAT}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        if state.get("format") != OPTIMIZER_FORMAT:
+            raise ValueError(f"optimizer state format {state.get('format')!r}, expected {OPTIMIZER_FORMAT!r} "
+                             "(a checkpoint written before the format change cannot be resumed; start with --fresh)")
+        set_optimizer_state_dict(self.model, self._torch_optimizer, optim_state_dict=state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))
         self.scheduler.load_state_dict(state["scheduler"])
+
+    @property
+    def _torch_optimizer(self) -> torch.optim.Optimizer:
+        return getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate's wrapper holds it
+
+
+# Optimiser state in checkpoints: torch.distributed.checkpoint's full state dict (names as keys).
+OPTIMIZER_FORMAT = "dcp-full-v1"
+
+
+def _check_strategy(accelerator) -> None:
+    """The update is written for one process, DDP and FSDP2 (see the module docstring)."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        raise ValueError("fgrpo train runs under DDP (configs/accelerate/ddp.yaml) or FSDP2 "
+                         "(configs/accelerate/fsdp.yaml); the DeepSpeed config is for SFT only")
+    if kind == DistributedType.FSDP and not getattr(accelerator, "is_fsdp2", False):
+        raise ValueError("fgrpo train needs FSDP version 2 (fsdp_config.fsdp_version: 2 in the accelerate "
+                         "config); FSDP 1 is not supported")
 
 
 @dataclass
