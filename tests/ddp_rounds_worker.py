@@ -29,11 +29,14 @@ def main(case_path: str, out_dir: str) -> int:
     from fgrpo_core.train import rounds as rounds_mod
     from fgrpo_core.train.setup import create_trainer
     from fgrpo_core.train.update import process_state
+    from tests import fsdp_cpu
     from tests.replay import ReplayEngine
 
     torch.set_num_threads(1)
     case = torch.load(case_path, weights_only=False)
     p, run = case["params"], Path(case["run"])
+    if fsdp_cpu.requested():
+        fsdp_cpu.enable()
     state = process_state()
     if state.num_processes != 2:  # `accelerate launch --cpu` starts a single process: fail loudly
         raise RuntimeError(f"expected 2 processes, got {state.num_processes} ({state.distributed_type})")
@@ -45,9 +48,9 @@ def main(case_path: str, out_dir: str) -> int:
         writes.append(str(Path(path).relative_to(run)))
         return real_atomic(path, write)
 
-    def checkpoint(self, r):
+    def checkpoint(self, r, *args):
         writes.append(f"checkpoint round-{r}")
-        return real_ckpt(self, r)
+        return real_ckpt(self, r, *args)
 
     rounds_mod._atomic_file = atomic
     rounds_mod.FGRPOTrainer._write_checkpoint = checkpoint
@@ -80,7 +83,7 @@ def main(case_path: str, out_dir: str) -> int:
         "judge": tr.judge is not None, "lambdas": tr.dual.lambdas,
         "multipliers": [asdict(rec) for rec in tr.dual.history],
         "metrics": [{k: v for k, v in row.items() if k not in TIMING} for row in tr.history],
-        "writes": writes, "failure": failure,
+        "writes": writes, "failure": failure, "sharded": tr.updater.sharded,
     }
     every = gather_object([seen])
     if state.is_main_process:

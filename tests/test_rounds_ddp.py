@@ -1,7 +1,9 @@
-"""FGRPO rounds under ``accelerate launch`` with 2 processes (DDP over gloo, on the CPU): the main
-process alone samples, scores and writes, every rank sees the same batch and takes the same dual
-step, resume works on every rank, the outputs equal a one-process run, and a failure on the main
-process reaches the other rank as an error.
+"""FGRPO rounds under ``accelerate launch`` with 2 processes on the CPU (gloo), as DDP and as FSDP2
+(the shipped configs/accelerate/fsdp.yaml): the main process alone samples, scores and writes,
+every rank sees the same batch and takes the same dual step, resume works on every rank, the
+outputs equal a one-process run, and a failure on the main process reaches the other rank as an
+error. Under FSDP the weight push, the checkpoint (weights and optimiser state) and the resume
+gather or scatter the shards.
 
 Processes are started with ``--multi_gpu`` (torchrun), not ``--cpu``: see tests/test_update_ddp.py.
 The sampler is the replay engine (tests/replay.py), so both runs see the same rollouts whatever
@@ -26,6 +28,7 @@ from safetensors.torch import load_file
 from fgrpo_core.config import AdvantageMode, Params
 from fgrpo_core.train.threads import cpu_threads
 from tests.replay import ReplayEngine, stage_with_traces
+from tests.test_update_ddp import launch_args
 
 REPO = Path(__file__).resolve().parents[1]
 N_RL = 6
@@ -64,13 +67,11 @@ def _one_process(p, staged, model_dir, run: Path):
         tr.run(2, progress=False)
 
 
-def _launch_two(p, staged, model_dir, run: Path) -> float:
+def _launch_two(p, staged, model_dir, run: Path, strategy: str = "ddp") -> float:
     data, traces = staged
     case = run.parent / "rounds-case.pt"
     torch.save(dict(params=p, data_dir=str(data), model_dir=str(model_dir), traces=traces, run=str(run)), case)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           str(REPO / "tests" / "ddp_rounds_worker.py"), str(case), str(run / "out")]
+    cmd = [*launch_args(strategy), str(REPO / "tests" / "ddp_rounds_worker.py"), str(case), str(run / "out")]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="",
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     t0 = time.perf_counter()
@@ -86,13 +87,21 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def test_two_process_rounds_equal_one(staged, tiny_model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def one_process_run(staged, tiny_model_dir, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("one-process")
+    _one_process(_params(), staged, tiny_model_dir, run)
+    return run
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_rounds_equal_one(staged, tiny_model_dir, tmp_path, one_process_run, strategy):
     p = _params()
-    _one_process(p, staged, tiny_model_dir, tmp_path / "one")
-    seconds = _launch_two(p, staged, tiny_model_dir, tmp_path / "two")
-    print(f"2-process launch + 2 rounds (round 2 after a resume): {seconds:.1f} s")
+    seconds = _launch_two(p, staged, tiny_model_dir, tmp_path / "two", strategy)
+    print(f"2-process {strategy} launch + 2 rounds (round 2 after a resume): {seconds:.1f} s")
     ranks = json.loads((tmp_path / "two" / "out" / "ranks.json").read_text())
     main, other = ranks
+    assert main["sharded"] == other["sharded"] == (strategy == "fsdp")
 
     # Roles: only the main process holds the sampler and the judge, and only it writes files.
     assert (main["engine"], main["judge"], other["engine"], other["judge"]) == (True, True, False, False)
@@ -116,7 +125,7 @@ def test_two_process_rounds_equal_one(staged, tiny_model_dir, tmp_path):
 
     # Equal to one process: samples, scores and the multiplier history exactly; update statistics
     # and weights to rounding (DDP sums the ranks' gradients in another order).
-    one, two = tmp_path / "one" / "runs", tmp_path / "two" / "runs"
+    one, two = one_process_run / "runs", tmp_path / "two" / "runs"
     for r in (1, 2):
         for name in ("rollouts.parquet", "scores.parquet"):
             pd.testing.assert_frame_equal(pd.read_parquet(one / f"round-{r}" / name),
@@ -127,7 +136,7 @@ def test_two_process_rounds_equal_one(staged, tiny_model_dir, tmp_path):
     pd.testing.assert_frame_equal(m1.drop(columns=STATS), m2.drop(columns=STATS))
     pd.testing.assert_frame_equal(m1[STATS], m2[STATS], check_exact=False, rtol=1e-5, atol=1e-7)
     assert (m1["grad_norm"] > 0).all()
-    w1 = load_file(str(tmp_path / "one" / "ckpt" / "round-2" / "model.safetensors"))
+    w1 = load_file(str(one_process_run / "ckpt" / "round-2" / "model.safetensors"))
     w2 = load_file(str(tmp_path / "two" / "ckpt" / "round-2" / "model.safetensors"))
     init = load_file(str(tiny_model_dir / "model.safetensors"))
     assert w1.keys() == w2.keys()
