@@ -3,17 +3,21 @@
     fgrpo stage-data --params FILE [--set key=value ...]
 
 Writes ``data.out_dir/<split>`` (datasets ``save_to_disk``) and ``manifest.json`` beside them,
-atomically (see ``fgrpo_core.data.stage``). Exit codes: 0 done, 2 bad params or bad input data
-(the message names the file, row and field).
+atomically (see ``fgrpo_core.data.stage``). Prompts over ``data.max_prompt_tokens`` are dropped,
+counted exactly with the policy's processor when ``model.path`` is a model folder on disk (local
+files only, ``model.trust_remote_code`` as set), else by the byte upper bound; the manifest's
+``prompt_length`` says which. Exit codes: 0 done, 2 bad params or bad input data (the message
+names the file, row and field).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
-from fgrpo_core.config import ParamsError, load_params
+from fgrpo_core.config import ModelParams, ParamsError, load_params
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,6 +25,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--params", required=True, help="params YAML file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
     return p
+
+
+def prompt_counter(model: ModelParams) -> tuple[Callable | None, str]:
+    """How staging counts prompt tokens, and the manifest's name for it: the policy processor's
+    exact count when ``model.path`` is a model folder on disk (the processor loads from its local
+    files), else ``None`` (a hub id, or the tiny model not built yet): the byte upper bound."""
+    from fgrpo_core.data.stage import UPPER_BOUND, processor_prompt_counter
+
+    path = Path(model.path)
+    if not (path / "config.json").is_file():
+        return None, f"{UPPER_BOUND} (no model folder at model.path={model.path})"
+    from fgrpo_core.models.loading import load_processor
+
+    processor = load_processor(path, trust_remote_code=model.trust_remote_code, min_pixels=model.min_pixels,
+                               max_pixels=model.max_pixels)
+    return processor_prompt_counter(processor), f"exact: {type(processor).__name__} of {model.path}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,11 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     datasets.disable_progress_bars()  # one summary below instead of a bar per split
 
     try:
-        manifest = stage_data(params.data, params.model.min_pixels, params.model.max_pixels, params.data.out_dir)
+        count, counted_by = prompt_counter(params.model)
+        manifest = stage_data(params.data, params.model.min_pixels, params.model.max_pixels, params.data.out_dir,
+                              prompt_tokens=count, prompt_length=counted_by)
     except (SchemaError, ValueError) as err:
         print(f"fgrpo stage-data: {err}", file=sys.stderr)
         return 2
     print(f"staged {params.data.out_dir} (content hash {manifest['content_hash'][:16]})")
+    print(f"  prompt length: {manifest['prompt_length']}")
     for name, rep in manifest["splits"].items():
         faults = f", faults {rep['faults']}" if rep["faults"] else ""
         print(f"  {name:<18} {rep['count']:>6} samples{faults}")

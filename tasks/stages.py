@@ -58,14 +58,18 @@ def stage_data(params: RunParams, identity: StageIdentity) -> Output:
     import datasets
 
     from fgrpo_core.data.stage import stage_data as stage
+    from flows.cmd_data import prompt_counter
 
     datasets.disable_progress_bars()
     p = params.params
-    manifest = stage(p.data, p.model.min_pixels, p.model.max_pixels, p.data.out_dir)
+    count, counted_by = prompt_counter(p.model)
+    manifest = stage(p.data, p.model.min_pixels, p.model.max_pixels, p.data.out_dir,
+                     prompt_tokens=count, prompt_length=counted_by)
     rows = [f"| {name} | {rep['count']} | {rep['dropped_overlong']} | {rep['faults'] or ''} |"
             for name, rep in manifest["splits"].items()]
     create_markdown_artifact(
-        "\n".join([f"## Staged data: `{p.data.out_dir}`", f"content hash `{manifest['content_hash'][:16]}`", "",
+        "\n".join([f"## Staged data: `{p.data.out_dir}`", f"content hash `{manifest['content_hash'][:16]}`",
+                   f"prompt length: {manifest['prompt_length']}", "",
                    "| split | samples | dropped (over-long) | SFT trace faults |", "|---|---|---|---|", *rows]),
         key="staged-data", description="splits written by stage-data",
     )

@@ -76,7 +76,8 @@ def test_first_repro_runs_every_stage_in_order(repo):
     assert "accuracy" in metrics
     # The lock records exactly the keys each stage lists, from params.yaml.
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]["stage_data"]["params"]["params.yaml"]) == {"data", "model.min_pixels", "model.max_pixels"}
+    assert set(lock["stages"]["stage_data"]["params"]["params.yaml"]) == {
+        "data", "model.path", "model.trust_remote_code", "model.min_pixels", "model.max_pixels"}
     # Trainer internals stay out of what DVC versions (.dvcignore), final weights are in.
     train_outs = {o["path"]: o for o in lock["stages"]["train"]["outs"]}
     assert train_outs["checkpoints/fgrpo"]["nfiles"] == sum(

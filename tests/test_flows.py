@@ -167,7 +167,7 @@ def test_prefect_yaml_deployments():
 # --------------------------------------------------------------------------------------------
 def test_params_hash_changes_only_with_the_listed_keys():
     base = load_params(ROOT / "params/tiny.yaml")
-    keys = load_stages(ROOT)["stage_data"].params  # data, model.min_pixels, model.max_pixels
+    keys = load_stages(ROOT)["stage_data"].params  # data, model.{path,trust_remote_code,min_pixels,max_pixels}
     h = params_hash(base, keys)
 
     def changed(dotted: str, value) -> str:
@@ -290,6 +290,8 @@ def test_stage_cache_skips_unchanged_and_reruns_what_changed(harness, in_project
 
     hashes = first_two([])
     t_data, t_model = manifest.stat().st_mtime_ns, model_cfg.stat().st_mtime_ns
+    # the model is there before the data: prompts were counted by its processor, not the byte bound
+    assert json.loads(manifest.read_text())["prompt_length"] == "exact: Qwen2_5_VLProcessor of models/tiny-qwen2.5-vl"
 
     assert first_two([]) == hashes  # cached: nothing rewritten
     assert (manifest.stat().st_mtime_ns, model_cfg.stat().st_mtime_ns) == (t_data, t_model)

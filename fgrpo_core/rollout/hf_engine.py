@@ -6,6 +6,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from fgrpo_core.prompts import prompt_text
 from fgrpo_core.records import PromptInput, Rollout, RolloutBatch, SamplingSettings
 from fgrpo_core.rollout.base import prompt_seed
 
@@ -31,7 +32,7 @@ class HFEngine:
                    load_processor(path, trust_remote_code=trust_remote_code))
 
     def _inputs(self, prompt: PromptInput):
-        text = self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+        text = prompt_text(self.processor, prompt.messages)
         images = [prompt.image] if prompt.image is not None else None
         return self.processor(text=[text], images=images, return_tensors="pt").to(self.model.device)
 

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from fgrpo_core.prompts import prompt_text
 from fgrpo_core.records import PromptInput
 
 
@@ -43,7 +44,7 @@ def vision_token_ids(model_config) -> list[int]:
 
 
 def encode_prompt(processor, prompt: PromptInput) -> EncodedPrompt:
-    text = processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+    text = prompt_text(processor, prompt.messages)
     images = [prompt.image] if prompt.image is not None else None
     enc = processor(text=[text], images=images, return_tensors="pt")
     return EncodedPrompt(
