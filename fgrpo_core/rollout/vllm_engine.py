@@ -13,6 +13,7 @@ cache (KV of the old weights) are reset: stale entries would silently mix two po
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -24,6 +25,31 @@ import torch
 from fgrpo_core.records import PromptInput, Rollout, RolloutBatch, SamplingSettings
 from fgrpo_core.rollout.base import prompt_seed
 
+log = logging.getLogger(__name__)
+
+
+# Variables torchrun / ``accelerate launch`` set for the training ranks. An engine core started
+# from a rank inherits them; it is a world of its own (vLLM picks its own rank, size and port).
+LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT",
+                "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS",
+                "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_ERROR_FILE", "TORCH_NCCL_ASYNC_ERROR_HANDLING")
+
+
+def in_process_group() -> bool:
+    """This process is one of several ranks of an initialised ``torch.distributed`` group."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextlib.contextmanager
+def _without_launcher_env():
+    saved = {k: os.environ.pop(k) for k in LAUNCHER_ENV if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
 
 class VLLMEngine:
     """A live ``vllm.LLM`` behind the :class:`RolloutEngine` interface.
@@ -31,6 +57,12 @@ class VLLMEngine:
     ``in_process=True`` runs the engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``):
     faster to start, reproducible, and weights can be handed over as tensors. Create the engine
     under ``if __name__ == "__main__":`` in scripts: vLLM spawns workers otherwise.
+
+    Inside a process group of several ranks (the main process of ``accelerate launch``) the engine
+    core always runs in its own process, started without the launcher's variables: an in-process
+    engine finds ``torch.distributed`` initialised, takes the trainer's group as its world and
+    creates its groups with collectives that the other ranks, which run no engine, never join (the
+    main process hangs). Weights then reach it through a safetensors file.
     """
 
     def __init__(
@@ -50,8 +82,12 @@ class VLLMEngine:
         max_pixels: int | None = None,
         **llm_kwargs: Any,
     ):
-        if in_process:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if in_process and in_process_group():
+            log.info("vLLM engine: in a process group of %d ranks, the engine core runs in its own process",
+                     torch.distributed.get_world_size())
+            in_process = False
+        # Set either way: an earlier in-process engine in this process leaves "0" behind.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
         if cpu_kvcache_gib is not None:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
         from vllm import LLM
@@ -65,20 +101,21 @@ class VLLMEngine:
         # threads to cores; it binds only the worker processes it spawns, so an in-process engine
         # gets the real setter back and the trainer beside it keeps choosing its thread count.
         set_num_threads = torch.set_num_threads
-        self.llm = LLM(
-            model=self.model_path,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            seed=seed,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=enforce_eager,
-            trust_remote_code=trust_remote_code,
-            load_format="safetensors",  # never unpickle a .bin checkpoint
-            limit_mm_per_prompt={"image": 1, "video": 0},
-            mm_processor_kwargs=mm_kwargs or None,
-            **llm_kwargs,
-        )
+        with (contextlib.nullcontext() if in_process else _without_launcher_env()):
+            self.llm = LLM(
+                model=self.model_path,
+                dtype=dtype,
+                max_model_len=max_model_len,
+                seed=seed,
+                tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enforce_eager=enforce_eager,
+                trust_remote_code=trust_remote_code,
+                load_format="safetensors",  # never unpickle a .bin checkpoint
+                limit_mm_per_prompt={"image": 1, "video": 0},
+                mm_processor_kwargs=mm_kwargs or None,
+                **llm_kwargs,
+            )
         if in_process:
             torch.set_num_threads = set_num_threads
         self.tokenizer = self.llm.get_tokenizer()
@@ -171,7 +208,7 @@ class VLLMEngine:
             try:
                 llm.llm_engine.engine_core.shutdown()
             except Exception as err:  # closing must not mask the error that led here; say what failed
-                logging.getLogger(__name__).warning("vLLM engine shutdown failed: %s: %s",
+                log.warning("vLLM engine shutdown failed: %s: %s",
                                                     type(err).__name__, err)
             self.llm = None
         gc.collect()
