@@ -42,6 +42,6 @@ def prompt_text(processor, messages: list[dict[str, Any]]) -> str:
     """The prompt as the policy reads it: ``messages`` through the chat template, with the
     assistant turn opened and one placeholder token per image (the processor expands each into
     the image's tokens). ``processor`` is a processor or a tokenizer. The trainer
-    (``encode_prompt``), the transformers engine and staging's prompt-length count call this; the
-    vLLM engine makes the same call on vLLM's tokenizer."""
+    (``encode_prompt``), both rollout engines (vLLM's with its own tokenizer) and staging's
+    prompt-length count call this."""
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

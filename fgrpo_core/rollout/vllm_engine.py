@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from fgrpo_core.prompts import prompt_text
 from fgrpo_core.records import PromptInput, Rollout, RolloutBatch, SamplingSettings
 from fgrpo_core.rollout.base import prompt_seed
 
@@ -123,7 +124,7 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ generation
     def _request(self, prompt: PromptInput) -> dict[str, Any]:
-        text = self.tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+        text = prompt_text(self.tokenizer, prompt.messages)
         req: dict[str, Any] = {"prompt": text}
         if prompt.image is not None:
             req["multi_modal_data"] = {"image": prompt.image}
