@@ -3,7 +3,8 @@
     python -m accelerate.commands.launch --multi_gpu --num_processes 2 ... tests/ddp_update_worker.py CASE OUT
 
 CASE is a ``torch.save`` of the batch (model dir, encoded prompts, completions, advantages, group
-ids, settings, seeds). Every rank runs the step; rank 0 writes OUT/weights.safetensors,
+ids, settings, seeds, whether to enable gradient checkpointing). Launched with the FSDP config,
+the worker sets accelerate's FSDP state first (tests/fsdp_cpu.py). Every rank runs the step; rank 0 writes OUT/weights.safetensors,
 OUT/grads.pt (each optimiser step's gradient before clipping, flattened: [steps, P]), OUT/stats.json
 and OUT/calls.json: for each rank, every ``collate`` the updater made, as (grad enabled,
 completion token ids of its rows), i.e. which rollouts that rank scored.
@@ -60,6 +61,8 @@ def main(case_path: str, out_dir: str) -> int:
     torch.manual_seed(0)
     model = load_policy(case["model_dir"])
     ref = load_policy(case["model_dir"])
+    if case.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()  # as FGRPOTrainer does for the real presets
     # FSDP with cpu_ram_efficient_loading: transformers loads zeros on every rank but the first.
     loaded = {"policy_zero": all(not p.any() for p in model.parameters()),
               "ref_zero": all(not p.any() for p in ref.parameters())}
@@ -72,7 +75,8 @@ def main(case_path: str, out_dir: str) -> int:
                     torch.Generator().manual_seed(case["order_seed"]))
     weights = {k: v.detach().cpu().clone() for k, v in up.named_weights()}
     every = gather_object([{"rank": acc.process_index, "stats": asdict(stats), "calls": calls,
-                            "strategy": str(acc.distributed_type), "sharded": up.sharded, "loaded": loaded}])
+                            "strategy": str(acc.distributed_type), "sharded": up.sharded, "loaded": loaded,
+                            "checkpointing": bool(acc.unwrap_model(up.model).is_gradient_checkpointing)}])
     if acc.is_main_process:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -80,6 +84,7 @@ def main(case_path: str, out_dir: str) -> int:
         torch.save(torch.stack(grads), out / "grads.pt")
         (out / "stats.json").write_text(json.dumps([e["stats"] for e in sorted(every, key=lambda e: e["rank"])]))
         (out / "calls.json").write_text(json.dumps([e["calls"] for e in sorted(every, key=lambda e: e["rank"])]))
+        (out / "checkpointing.json").write_text(json.dumps([e["checkpointing"] for e in sorted(every, key=lambda e: e["rank"])]))
         (out / "loaded.json").write_text(json.dumps([e["loaded"] for e in sorted(every, key=lambda e: e["rank"])]))
         (out / "strategy.json").write_text(json.dumps([[e["strategy"], e["sharded"]]
                                                       for e in sorted(every, key=lambda e: e["rank"])]))

@@ -143,16 +143,20 @@ def _expected_calls(case, rank: int, sharded: bool) -> tuple[list[list[int]], li
     return no_grad, grad
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_equal_one(case, tmp_path, monkeypatch, strategy):
+# Gradient checkpointing is on in the 3B/7B presets (fgrpo.gradient_checkpointing): under DDP it
+# must not trip the "marked ready twice" reentrant-checkpoint error, under FSDP it recomputes with
+# gathered parameters; the gradient is the same as without it. (FSDP without it: test_rounds_ddp.)
+@pytest.mark.parametrize("strategy, checkpointing", [("ddp", False), ("ddp", True), ("fsdp", True)])
+def test_two_processes_equal_one(case, tmp_path, monkeypatch, strategy, checkpointing):
     one_proc_calls = []  # (grad enabled, rows) of each collate in the one-process step
     real = update_mod.collate
     monkeypatch.setattr(update_mod, "collate", lambda p, c, *a, **k: (
         one_proc_calls.append((torch.is_grad_enabled(), len(c))), real(p, c, *a, **k))[1])
     ref_stats, ref_w, ref_g = _single_process(case)
     monkeypatch.undo()
-    out, seconds = _launch_two(case, tmp_path, strategy)
-    print(f"2-process {strategy} launch + step: {seconds:.1f} s")
+    out, seconds = _launch_two(dict(case, gradient_checkpointing=checkpointing), tmp_path, strategy)
+    print(f"2-process {strategy} (gradient checkpointing {checkpointing}) launch + step: {seconds:.1f} s")
+    assert json.loads((out / "checkpointing.json").read_text()) == [checkpointing] * 2
     kinds = json.loads((out / "strategy.json").read_text())
     sharded = strategy == "fsdp"
     assert kinds == [[f"DistributedType.{'FSDP' if sharded else 'MULTI_CPU'}", sharded]] * 2
