@@ -180,7 +180,7 @@ class FGRPOTrainer:
     then :meth:`run_round` for each round (or :meth:`run`)."""
 
     def __init__(self, *, params: FGRPOParams, rollout: RolloutParams, engine, judge: Judge, model, ref_model,
-                 processor, samples: Sequence[Sample], layout: RunLayout, seed: int):
+                 processor, samples: Sequence[Sample], layout: RunLayout, seed: int, mixed_precision: str = "no"):
         self.p, self.rp = params, rollout
         self.engine, self.judge = engine, judge
         self.processor = processor
@@ -195,7 +195,7 @@ class FGRPOTrainer:
         if params.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.updater = PolicyUpdater(model, ref_model, processor.tokenizer.pad_token_id,
-                                     UpdateSettings.from_params(params, rollout))
+                                     UpdateSettings.from_params(params, rollout, mixed_precision))
         if self.is_main and engine is None:
             raise ValueError("the main process needs a rollout engine")
         self.cursor = Cursor()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from fgrpo_core.config import FGRPOParams, JudgeParams, ModelParams, RolloutParams
 from fgrpo_core.models.loading import load_policy, load_processor, resolve_dtype
 from fgrpo_core.train.rounds import FGRPOTrainer, RunLayout
+
+MIXED_PRECISION = {torch.float32: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}  # accelerate's names
 
 
 def load_split(data_dir: str | Path, split: str):
@@ -57,10 +61,12 @@ def create_trainer(*, fgrpo: FGRPOParams, rollout: RolloutParams, model: ModelPa
     if not (init_path / "config.json").is_file():
         raise FileNotFoundError(f"initial policy not found at {init_path} (run `fgrpo sft` first, "
                                 f"or point fgrpo.init_path at a model directory)")
-    device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
-    dtype = resolve_dtype(model.dtype, device)
-    policy = load_policy(init_path, dtype=dtype, trust_remote_code=model.trust_remote_code)
-    ref = load_policy(init_path, dtype=dtype, trust_remote_code=model.trust_remote_code) if fgrpo.beta else None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # float32 master weights; model.dtype is the compute precision (autocast), as in SFT. The
+    # reference is float32 too and runs under the same autocast, so its KL starts at exactly 0.
+    compute = resolve_dtype(model.dtype, device)
+    policy = load_policy(init_path, dtype=torch.float32, trust_remote_code=model.trust_remote_code)
+    ref = load_policy(init_path, dtype=torch.float32, trust_remote_code=model.trust_remote_code) if fgrpo.beta else None
     processor = load_processor(init_path, trust_remote_code=model.trust_remote_code)
     samples = load_split(data_dir, "rl")
     main = process_state().is_main_process  # one of several ranks under accelerate launch
@@ -71,4 +77,5 @@ def create_trainer(*, fgrpo: FGRPOParams, rollout: RolloutParams, model: ModelPa
         engine = judge = None
     layout = RunLayout(Path(run_dir or fgrpo.run_dir), Path(ckpt_dir or fgrpo.out_dir))
     return FGRPOTrainer(params=fgrpo, rollout=rollout, engine=engine, judge=judge, model=policy, ref_model=ref,
-                        processor=processor, samples=samples, layout=layout, seed=seed)
+                        processor=processor, samples=samples, layout=layout, seed=seed,
+                        mixed_precision=MIXED_PRECISION[compute])

@@ -65,10 +65,15 @@ class UpdateSettings:
     epochs: int = 1
     temperature: float = 1.0  # sampling temperature: log-probs are taken at it
     freeze_vision: bool = False
+    # Compute precision (accelerate's mixed_precision: "no", "bf16", "fp16"). The weights the
+    # optimiser steps stay float32 (master weights): an AdamW step of lr 1e-6 is below bf16's
+    # resolution of a weight, so bf16 weights would barely move (measured on the tiny model: 1.8%
+    # of the entries changed, against 83% with float32 weights).
+    mixed_precision: str = "no"
 
     @classmethod
-    def from_params(cls, p, rollout) -> "UpdateSettings":
-        return cls(lr=p.lr, weight_decay=p.weight_decay, grad_clip=p.grad_clip, clip_low=p.clip_low,
+    def from_params(cls, p, rollout, mixed_precision: str = "no") -> "UpdateSettings":
+        return cls(mixed_precision=mixed_precision, lr=p.lr, weight_decay=p.weight_decay, grad_clip=p.grad_clip, clip_low=p.clip_low,
                    clip_high=p.clip_high, beta=p.beta, aggregation=p.loss_aggregation,
                    max_tokens=p.loss_max_length or rollout.max_tokens, update_batch=p.update_batch, micro_batch=p.micro_batch,
                    epochs=p.epochs, temperature=rollout.temperature if rollout.temperature > 0 else 1.0,
@@ -120,7 +125,13 @@ class PolicyUpdater:
         self.settings = settings
         if accelerator is None:
             process_state()  # the process group (if launched) with our timeout, before Accelerator
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available(),
+                                                      mixed_precision=settings.mixed_precision)
+        low = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype != torch.float32]
+        if low:
+            raise ValueError(f"the policy's trainable weights must be float32 master weights (compute precision "
+                             f"comes from mixed_precision), got {model.get_parameter(low[0]).dtype} for {low[0]} "
+                             f"and {len(low) - 1} more")
         self.pad_id = pad_token_id
         self.vision_ids = vision_token_ids(model.config)
         if settings.freeze_vision:
@@ -144,14 +155,16 @@ class PolicyUpdater:
     # ------------------------------------------------------------------ log-probs
     @torch.no_grad()
     def sequence_logprobs(self, model, prompts: Sequence[EncodedPrompt], completions: Sequence[Sequence[int]]) -> list[Tensor]:
-        """Per-rollout ``[len(c_i)]`` log-probs under ``model`` (no gradient), micro-batched."""
+        """Per-rollout ``[len(c_i)]`` log-probs under ``model`` (no gradient), micro-batched, in the
+        policy's compute precision (the reference too, so that its KL starts at exactly 0)."""
         out: list[Tensor] = []
         mb = self.settings.micro_batch
         was_training = model.training
         model.eval()
         for s in range(0, len(prompts), mb):
             batch = collate(prompts[s : s + mb], completions[s : s + mb], self.pad_id, self.vision_ids)
-            lp = completion_logprobs(model, batch.to(self.accelerator.device), self.settings.temperature).cpu()
+            with self.accelerator.autocast():
+                lp = completion_logprobs(model, batch.to(self.accelerator.device), self.settings.temperature).cpu()
             out += [lp[i, : len(c)] for i, c in enumerate(completions[s : s + mb])]
         model.train(was_training)
         return out
