@@ -6,8 +6,8 @@ Writes ``fgrpo.run_dir`` (round-r/rollouts.parquet, round-r/scores.parquet, mult
 train_metrics.csv) and ``fgrpo.out_dir/round-r`` checkpoints. A rerun continues from the newest
 complete checkpoint; ``--fresh`` starts over (after moving the old outputs aside).
 
-Several GPUs: ``accelerate launch --config_file configs/accelerate/ddp.yaml -m flows.cli train
---params FILE`` (docs/training.md): the main process samples, scores and writes; the policy
+Several GPUs: ``accelerate launch --config_file configs/accelerate/fsdp.yaml -m flows.cli train
+--params FILE`` (or ddp.yaml for models that fit every GPU; docs/training.md): the main process samples, scores and writes; the policy
 update is sharded over the ranks.
 """
 
