@@ -87,6 +87,11 @@ class VLLMEngine:
             log.info("vLLM engine: in a process group of %d ranks, the engine core runs in its own process",
                      torch.distributed.get_world_size())
             in_process = False
+        # vLLM caches its environment variables once an engine runs (vllm.envs.enable_envs_cache);
+        # a later engine in this process must read the values set here, not the first engine's.
+        from vllm import envs as vllm_envs
+
+        vllm_envs.disable_envs_cache()
         # Set either way: an earlier in-process engine in this process leaves "0" behind.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
         if cpu_kvcache_gib is not None:

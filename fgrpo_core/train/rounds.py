@@ -219,7 +219,8 @@ class FGRPOTrainer:
             return 0
         r = done[-1]
         ckpt = layout.checkpoint(r)
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+        # mmap: under FSDP every rank reads the full optimiser state; the pages are shared, not copied
+        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
         # save_pretrained writes checkpoint-format names; let from_pretrained map them back.
         from fgrpo_core.models.loading import load_policy
 
