@@ -428,6 +428,7 @@ def test_vllm_engine_and_judge_server_read_safetensors_only(monkeypatch, tmp_pat
 
     fake = types.ModuleType("vllm")
     fake.LLM = RecordingLLM
+    fake.envs = types.SimpleNamespace(disable_envs_cache=lambda: None)  # VLLMEngine resets vLLM's env cache
     monkeypatch.setitem(sys.modules, "vllm", fake)
     # VLLMEngine sets these in os.environ: undone after the test
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1"))
