@@ -55,6 +55,17 @@ def main(case_path: str, out_dir: str) -> int:
     rounds_mod._atomic_file = atomic
     rounds_mod.FGRPOTrainer._write_checkpoint = checkpoint
 
+    from accelerate import Accelerator
+
+    gathers = []  # full-weight gathers of the shards (FSDP): one a round serves push and checkpoint
+    real_gather = Accelerator.get_state_dict
+
+    def gather(self, *args, **kwargs):
+        gathers.append(1)
+        return real_gather(self, *args, **kwargs)
+
+    Accelerator.get_state_dict = gather
+
     def trainer():
         engine = ReplayEngine(case["traces"], load_processor(case["model_dir"]).tokenizer)
         return create_trainer(fgrpo=p.fgrpo, rollout=p.rollout, model=p.model, judges=p.judges,
@@ -83,7 +94,7 @@ def main(case_path: str, out_dir: str) -> int:
         "judge": tr.judge is not None, "lambdas": tr.dual.lambdas,
         "multipliers": [asdict(rec) for rec in tr.dual.history],
         "metrics": [{k: v for k, v in row.items() if k not in TIMING} for row in tr.history],
-        "writes": writes, "failure": failure, "sharded": tr.updater.sharded,
+        "writes": writes, "failure": failure, "sharded": tr.updater.sharded, "gathers": len(gathers),
     }
     every = gather_object([seen])
     if state.is_main_process:

@@ -299,9 +299,9 @@ class FGRPOTrainer:
         t_update = time.perf_counter() - t0
         means, counts = constraint_stats({k: cons[k] for k in self.active})
         records = self.dual.update(means, counts)  # after the primal step (FGRPO.md section 4)
-        weights = self.updater.named_weights()  # on every rank: a gather under FSDP
-        version = self._on_main(lambda: self.engine.update_weights(weights), f"round {r}: weight push")
-        del weights
+        # On every rank, once a round (under FSDP a gather of the shards): the push and the checkpoint.
+        weights = dict(self.updater.named_weights())
+        version = self._on_main(lambda: self.engine.update_weights(weights.items()), f"round {r}: weight push")
 
         n_tok = sum(len(x.token_ids) for x in rollouts)
         m = {
@@ -328,7 +328,8 @@ class FGRPOTrainer:
         self.history.append(m)
         self.cursor = self._next_cursor
         self.round = r
-        self._save_checkpoint(r)
+        self._save_checkpoint(r, weights)
+        del weights
         self._write_histories()
         return RoundOutcome(metrics=m, multiplier_records=records)
 
@@ -392,14 +393,14 @@ class FGRPOTrainer:
         _atomic_file(self.layout.multipliers, lambda tmp: write_history_csv(self.dual.history, tmp))
         _write_csv(self.history, self.layout.metrics)
 
-    def _save_checkpoint(self, r: int) -> None:
+    def _save_checkpoint(self, r: int, weights: dict) -> None:
         """Written by the main process; every rank leaves only once the round's checkpoint is complete.
-        The weights and the optimiser state are gathered on every rank first (collectives under FSDP)."""
-        weights = dict(self.updater.named_weights()) if self.updater.sharded else None
+        ``weights``: the round's full weights (``named_weights``); the optimiser state is gathered on
+        every rank here (collectives under FSDP)."""
         updater_state = self.updater.state_dict()
-        if self.is_main:
-            self._write_checkpoint(r, weights, updater_state)
-        del weights, updater_state
+        if self.is_main:  # unsharded, save_pretrained takes the model's own (tied) parameters
+            self._write_checkpoint(r, weights if self.updater.sharded else None, updater_state)
+        del updater_state
         self.updater.accelerator.wait_for_everyone()
 
     def _write_checkpoint(self, r: int, weights: dict | None, updater_state: dict) -> None:
