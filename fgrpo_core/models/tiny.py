@@ -157,8 +157,10 @@ def _config(p: TinyModelParams, tok):
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
             tie_word_embeddings=False,
+            initializer_range=p.init_std,
         ),
         vision_config=dict(
+            initializer_range=p.init_std,
             depth=p.vision_depth,
             hidden_size=p.vision_hidden_size,
             intermediate_size=p.vision_intermediate_size,
