@@ -354,5 +354,11 @@ def test_enumerations_match_the_code():
     from fgrpo_core.data.synthetic import TASKS
 
     assert set(get_args(SyntheticTask)) == set(TASKS)
+    from fgrpo_core.config import SyntheticDataParams
+    from fgrpo_core.data.synthetic import MAX_OBJECTS
+
+    for f in ("min_objects", "max_objects"):  # the generator's own limit, 2..MAX_OBJECTS
+        bounds = SyntheticDataParams.model_fields[f].metadata
+        assert at.Le(MAX_OBJECTS) in bounds and at.Ge(2) in bounds, (f, bounds)
     assert set(get_args(BenchmarkName)) == set(IMPORTERS)
     assert set(get_args(LRScheduler)) == {s.value for s in SchedulerType}
