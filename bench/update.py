@@ -56,7 +56,7 @@ def main() -> None:
 
     from bench.trl_update import LOSS_TYPE, build_grpo_trainer, check_agreement, minibatch_order, reset, trl_step
     from fgrpo_core.advantages import compute_advantages
-    from fgrpo_core.config import AdvantageMode, SyntheticDataParams, TinyModelParams
+    from fgrpo_core.config import AdvantageMode, FGRPOParams, RolloutParams, SyntheticDataParams, TinyModelParams
     from fgrpo_core.data.synthetic import generate_samples
     from fgrpo_core.judges.exact import ExactJudge
     from fgrpo_core.models.loading import load_policy, load_processor
@@ -69,7 +69,8 @@ def main() -> None:
     from tests.replay import ReplayEngine
 
     samples = generate_samples(SyntheticDataParams(), n=args.prompts, split="rl", with_trace=True)
-    settings = UpdateSettings(lr=1e-5, update_batch=args.prompts // 2, micro_batch=8)
+    settings = UpdateSettings.from_params(
+        FGRPOParams(lr=1e-5, update_batch=args.prompts // 2, micro_batch=8, freeze_vision=False), RolloutParams())
     n = args.prompts * args.group
     print(f"batch: {args.prompts} prompts x G={args.group}, <= {args.tokens} tokens, update_batch "
           f"{settings.update_batch} prompts, micro_batch {settings.micro_batch}, {settings.aggregation} "

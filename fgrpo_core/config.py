@@ -14,14 +14,30 @@ import hashlib
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+# Every numeric field declares its valid range (Field ge/gt/le/lt) and every enumerated field its
+# values (Literal/Enum); rules between fields are in ``Params._cross_field_rules``. A test walks
+# every field with out-of-range values and fails on a numeric field without a declared range.
+
+# The synthetic generator's task families (fgrpo_core.data.synthetic.TASKS; a test keeps them equal).
+SyntheticTask = Literal["relation_2d", "counting", "depth_order", "relative_distance", "relative_size",
+                        "localization", "perspective"]
+# The benchmarks with an importer (fgrpo_core.data.importers.IMPORTERS; a test keeps them equal).
+BenchmarkName = Literal["cvbench_2d", "cvbench_3d", "mindcube", "mmvp", "omnispatial", "realworldqa", "sat"]
+# transformers.SchedulerType values (a test keeps them equal; config does not import transformers).
+LRScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                      "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                      "warmup_stable_decay", "greedy"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: a NaN passes every range comparison silently; refuse it (and inf) outright.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -30,17 +46,17 @@ class _Section(BaseModel):
 class TinyModelParams(_Section):
     """Shape of the locally built tiny Qwen2.5-VL (random weights, real model classes)."""
 
-    seed: int = Field(0, description="Seed of the random weights; same seed, same bytes.")
-    hidden_size: int = Field(128, description="Text hidden size.")
-    num_hidden_layers: int = Field(2, description="Text decoder layers.")
-    num_attention_heads: int = Field(4, description="Text attention heads (head_dim >= 32 for vLLM CPU).")
-    num_key_value_heads: int = Field(2, description="Text KV heads (GQA).")
-    intermediate_size: int = Field(256, description="Text MLP width.")
-    vision_hidden_size: int = Field(64, description="Vision tower width.")
-    vision_depth: int = Field(2, description="Vision tower blocks.")
-    vision_num_heads: int = Field(2, description="Vision attention heads.")
-    vision_intermediate_size: int = Field(128, description="Vision MLP width.")
-    max_position_embeddings: int = Field(4096, description="Longest sequence the model accepts.")
+    seed: int = Field(0, ge=0, description="Seed of the random weights; same seed, same bytes.")
+    hidden_size: int = Field(128, ge=1, description="Text hidden size.")
+    num_hidden_layers: int = Field(2, ge=1, description="Text decoder layers.")
+    num_attention_heads: int = Field(4, ge=1, description="Text attention heads (head_dim >= 32 for vLLM CPU).")
+    num_key_value_heads: int = Field(2, ge=1, description="Text KV heads (GQA).")
+    intermediate_size: int = Field(256, ge=1, description="Text MLP width.")
+    vision_hidden_size: int = Field(64, ge=1, description="Vision tower width.")
+    vision_depth: int = Field(2, ge=1, description="Vision tower blocks.")
+    vision_num_heads: int = Field(2, ge=1, description="Vision attention heads.")
+    vision_intermediate_size: int = Field(128, ge=1, description="Vision MLP width.")
+    max_position_embeddings: int = Field(4096, ge=1, description="Longest sequence the model accepts.")
     init_std: float = Field(
         0.02, gt=0, le=1,
         description="Std of the random initial weights (transformers' initializer_range, text and vision). "
@@ -66,8 +82,8 @@ class ModelParams(_Section):
     trust_remote_code: bool = Field(
         False, description="Allow model repos to run their own code. Off unless you trust them."
     )
-    min_pixels: int = Field(28 * 28 * 4, description="Processor lower bound on image pixels.")
-    max_pixels: int = Field(28 * 28 * 1280, description="Processor upper bound on image pixels.")
+    min_pixels: int = Field(28 * 28 * 4, ge=28 * 28, description="Processor lower bound on image pixels.")
+    max_pixels: int = Field(28 * 28 * 1280, ge=28 * 28, description="Processor upper bound on image pixels.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,11 +93,11 @@ class SyntheticDataParams(_Section):
     """The synthetic spatial-reasoning benchmark (scenes with boxes and scene graphs)."""
 
     enabled: bool = Field(True, description="Generate the synthetic benchmark.")
-    seed: int = Field(0, description="Generator seed; same seed, same dataset hash.")
-    image_size: int = Field(112, description="Square image side in pixels (multiple of 28).")
-    min_objects: int = Field(2, description="Fewest objects per scene.")
-    max_objects: int = Field(4, description="Most objects per scene.")
-    tasks: list[str] = Field(
+    seed: int = Field(0, ge=0, description="Generator seed; same seed, same dataset hash.")
+    image_size: int = Field(112, ge=56, multiple_of=28, description="Square image side in pixels (multiple of 28).")
+    min_objects: int = Field(2, ge=2, le=6, description="Fewest objects per scene.")
+    max_objects: int = Field(4, ge=2, le=6, description="Most objects per scene.")
+    tasks: list[SyntheticTask] = Field(
         default_factory=lambda: [
             "relation_2d",
             "counting",
@@ -93,25 +109,27 @@ class SyntheticDataParams(_Section):
         ],
         description="Task families to generate.",
     )
-    n_sft: int = Field(512, description="Samples in the SFT split (with traces).")
-    n_rl: int = Field(256, description="Samples in the RL prompt split.")
-    n_val: int = Field(64, description="Samples in the validation split.")
-    n_test: int = Field(128, description="Samples in the synthetic test split.")
+    n_sft: int = Field(512, ge=0, description="Samples in the SFT split (with traces).")
+    n_rl: int = Field(256, ge=0, description="Samples in the RL prompt split.")
+    n_val: int = Field(64, ge=0, description="Samples in the validation split.")
+    n_test: int = Field(128, ge=0, description="Samples in the synthetic test split.")
     inconsistent_share: float = Field(
-        0.2, description="SFT traces whose reasoning concludes another option (answer right)."
+        0.2, ge=0.0, le=1.0, description="SFT traces whose reasoning concludes another option (answer right)."
     )
     hallucination_share: float = Field(
-        0.2, description="SFT traces with a sentence about an object/relation not in the scene."
+        0.2, ge=0.0, le=1.0, description="SFT traces with a sentence about an object/relation not in the scene."
     )
-    bad_box_share: float = Field(0.2, description="SFT traces with jittered or misplaced boxes.")
+    bad_box_share: float = Field(0.2, ge=0.0, le=1.0, description="SFT traces with jittered or misplaced boxes.")
 
 
 class BenchmarkImport(_Section):
     """One real benchmark to import from a local download."""
 
-    name: str = Field(..., description="cvbench_2d, cvbench_3d, mindcube, mmvp, omnispatial, realworldqa, sat.")
-    path: str = Field(..., description="Local path of the download (HF dataset dir, parquet, or JSONL).")
-    limit: int | None = Field(None, description="Import at most this many rows.")
+    name: BenchmarkName = Field(..., description="cvbench_2d, cvbench_3d, mindcube, mmvp, omnispatial, realworldqa, sat.")
+    path: str = Field(..., description="Local path of the download: a folder (docs/data.md lists the file each "
+                      "benchmark's importer takes from it), a zip archive as downloaded, an HF dataset dir, "
+                      "parquet, JSON/JSONL or CSV.")
+    limit: int | None = Field(None, ge=1, description="Import at most this many rows.")
     split: str | None = Field(
         None, description="Split of a saved DatasetDict to read; None = 'test', or the only split."
     )
@@ -127,7 +145,7 @@ class DataParams(_Section):
     synthetic: SyntheticDataParams = Field(default_factory=SyntheticDataParams)
     benchmarks: list[BenchmarkImport] = Field(default_factory=list)
     max_prompt_tokens: int = Field(
-        1024, description="Prompts longer than this are dropped at staging, never truncated."
+        1024, ge=1, description="Prompts longer than this are dropped at staging, never truncated."
     )
 
 
@@ -138,23 +156,23 @@ class SFTParams(_Section):
     """SFT warm start with TRL's SFTTrainer (FGRPO.md section 9)."""
 
     out_dir: str = Field("checkpoints/sft", description="Where the SFT checkpoint is saved.")
-    epochs: float = Field(3.0, description="Passes over the SFT traces (paper: 3).")
-    lr: float = Field(1e-6, description="Peak learning rate (paper: 1e-6).")
-    lr_scheduler: str = Field("cosine", description="LR schedule (paper: cosine).")
-    warmup_ratio: float = Field(0.03, description="Warm-up share of steps (paper: 0.03).")
-    per_device_batch_size: int = Field(4, description="Micro-batch per device.")
-    effective_batch_size: int = Field(32, description="Global batch, via accumulation (paper: 32).")
-    weight_decay: float = Field(0.0, description="AdamW weight decay.")
-    max_length: int = Field(2048, description="Longest training sequence; longer samples dropped.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the SFT traces (paper: 3).")
+    lr: float = Field(1e-6, gt=0, description="Peak learning rate (paper: 1e-6).")
+    lr_scheduler: LRScheduler = Field("cosine", description="LR schedule (paper: cosine).")
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Warm-up share of steps (paper: 0.03).")
+    per_device_batch_size: int = Field(4, ge=1, description="Micro-batch per device.")
+    effective_batch_size: int = Field(32, ge=1, description="Global batch, via accumulation (paper: 32).")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay (paper: 0.01).")
+    max_length: int = Field(2048, ge=1, description="Longest training sequence; longer samples dropped.")
     freeze_vision: bool = Field(True, description="Freeze the vision tower (paper: frozen).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
-    lora_r: int = Field(16, description="LoRA rank.")
-    save_steps: int = Field(50, description="Checkpoint every this many optimiser steps.")
-    logging_steps: int = Field(1, description="Log loss every this many steps.")
-    seed: int = Field(0, description="Trainer seed.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every this many optimiser steps.")
+    logging_steps: int = Field(1, ge=1, description="Log loss every this many steps.")
+    seed: int = Field(0, ge=0, description="Trainer seed.")
     dataloader_workers: int = Field(
-        4, description="DataLoader processes running the image processor beside training (0 on small CPUs)."
+        4, ge=0, description="DataLoader processes running the image processor beside training (0 on small CPUs)."
     )
     cpu_threads: int | None = Field(
         None, ge=1, description="torch CPU threads while SFT runs (None: torch's default). 1 for tiny models on a shared CPU."
@@ -168,14 +186,14 @@ class RolloutParams(_Section):
     """Sampling the policy (vLLM, or transformers generate for reference)."""
 
     engine: Literal["vllm", "hf"] = Field("vllm", description="Rollout engine.")
-    group_size: int = Field(5, description="G: completions per prompt (paper: 5).")
-    temperature: float = Field(1.0, description="Sampling temperature.")
-    top_p: float = Field(1.0, description="Nucleus sampling.")
-    max_tokens: int = Field(1024, description="Longest response in tokens (paper: 1024).")
-    tensor_parallel_size: int = Field(1, description="vLLM tensor parallelism (GPUs per engine).")
-    gpu_memory_utilization: float = Field(0.5, description="vLLM share of GPU memory.")
-    cpu_kvcache_gib: int = Field(1, description="vLLM CPU KV-cache size (VLLM_CPU_KVCACHE_SPACE).")
-    max_model_len: int = Field(2048, description="vLLM context length.")
+    group_size: int = Field(5, ge=2, description="G: completions per prompt (paper: 5); >= 2, a group of one has no advantage.")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
+    max_tokens: int = Field(1024, ge=1, description="Longest response in tokens (paper: 1024).")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism (GPUs per engine).")
+    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0, description="vLLM share of GPU memory.")
+    cpu_kvcache_gib: int = Field(1, ge=1, description="vLLM CPU KV-cache size (VLLM_CPU_KVCACHE_SPACE).")
+    max_model_len: int = Field(2048, ge=1, description="vLLM context length.")
     enforce_eager: bool = Field(False, description="Disable CUDA graphs / torch.compile in vLLM.")
 
 
@@ -197,13 +215,13 @@ class JudgeEndpoint(_Section):
         "and export it into the variable named by api_key_env when that is unset (the environment "
         "wins); the key is never written anywhere.",
     )
-    max_concurrency: int = Field(8, description="Requests in flight at once.")
-    timeout_s: float = Field(60.0, description="Per-request timeout.")
-    max_retries: int = Field(3, description="Retries on transient errors (5xx, timeouts) only.")
+    max_concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(60.0, gt=0.0, description="Per-request timeout.")
+    max_retries: int = Field(3, ge=0, description="Retries on transient errors (5xx, timeouts) only.")
     retry_backoff_s: float = Field(
-        0.5, description="First retry waits this long, each later one twice as long as the last."
+        0.5, ge=0.0, description="First retry waits this long, each later one twice as long as the last."
     )
-    max_tokens: int = Field(256, description="Judge response budget.")
+    max_tokens: int = Field(256, ge=1, description="Judge response budget.")
 
     @model_validator(mode="after")
     def _block_needs_a_variable(self) -> "JudgeEndpoint":
@@ -252,44 +270,51 @@ class FGRPOParams(_Section):
         default_factory=lambda: ["consistency", "semantic", "spatial"],
         description="Which constraints are active (e.g. ['consistency'] for that ablation).",
     )
-    tau_consistency: float = Field(0.95, description="tau_C (paper: 0.95).")
-    tau_semantic: float = Field(0.95, description="tau_S (paper: 0.95).")
-    tau_spatial: float = Field(0.65, description="tau_G (paper: 0.65; 0.7 in one place).")
-    lambda_lr: float = Field(0.05, description="eta_lambda, dual step size (paper: 0.05).")
-    lambda_max: float = Field(5.0, description="lambda_max (paper: 5).")
-    lambda_init: float = Field(1.0, description="lambda_k(0) (paper: 1).")
-    lambda_min_count: int = Field(8, description="Skip a dual step with fewer applicable rollouts.")
-    adv_eps: float = Field(1e-4, description="epsilon in (r - mu) / (sigma + epsilon).")
+    tau_consistency: float = Field(0.95, ge=0.0, le=1.0, description="tau_C (paper: 0.95).")
+    tau_semantic: float = Field(0.95, ge=0.0, le=1.0, description="tau_S (paper: 0.95).")
+    tau_spatial: float = Field(0.65, ge=0.0, le=1.0, description="tau_G (paper: 0.65; 0.7 in one place).")
+    lambda_lr: float = Field(0.05, ge=0.0, description="eta_lambda, dual step size (paper: 0.05).")
+    lambda_max: float = Field(5.0, ge=0.0, description="lambda_max (paper: 5).")
+    lambda_init: float = Field(1.0, ge=0.0, description="lambda_k(0) (paper: 1).")
+    lambda_min_count: int = Field(8, ge=0, description="Skip a dual step with fewer applicable rollouts (paper: 8).")
+    adv_eps: float = Field(1e-4, gt=0.0, description="epsilon in (r - mu) / (sigma + epsilon) (ours, as GDPO/TRL: 1e-4).")
     adv_std_unbiased: bool = Field(
         True, description="Group and whitening std divide by n - 1 (as TRL/verl); False = by n."
     )
     whiten: bool = Field(
         True, description="Whiten the decoupled advantage over the batch (fgrpo, fgrpo_fixed modes)."
     )
-    clip_low: float = Field(0.2, description="epsilon_low of the clipped surrogate (paper: 0.2).")
-    clip_high: float = Field(0.28, description="epsilon_high (paper: 0.28).")
-    beta: float = Field(0.01, description="KL coefficient to the SFT reference (paper: 0.01).")
+    clip_low: float = Field(0.2, ge=0.0, lt=1.0, description="epsilon_low of the clipped surrogate (paper: 0.2).")
+    clip_high: float = Field(0.28, ge=0.0, description="epsilon_high (paper: 0.28).")
+    beta: float = Field(0.01, ge=0.0, description="KL coefficient to the SFT reference (paper: 0.01).")
     loss_aggregation: Literal["token_mean", "sequence_mean", "fixed_length"] = Field(
         "token_mean", description="How per-token losses are averaged."
     )
     loss_max_length: int | None = Field(
-        None, description="fixed_length divides by N * this; None = rollout.max_tokens."
+        None, ge=1, description="fixed_length divides by N * this; None = rollout.max_tokens."
     )
-    lr: float = Field(1e-6, description="AdamW learning rate (paper: 1e-6).")
-    weight_decay: float = Field(0.01, description="AdamW weight decay (paper: 0.01).")
-    grad_clip: float = Field(1.0, description="Gradient norm clip (paper: 1.0).")
-    rounds: int = Field(1000, description="Policy steps (paper: ~1000).")
-    rollout_batch: int = Field(128, description="Prompts per round (paper: 128).")
-    update_batch: int = Field(64, description="Prompts per optimiser mini-batch (paper: 64).")
-    micro_batch: int = Field(8, description="Sequences per forward/backward (memory knob).")
-    epochs: int = Field(1, description="Passes over a round's rollouts per policy step.")
+    lr: float = Field(1e-6, gt=0.0, description="AdamW learning rate (paper: 1e-6).")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay (paper: 0.01).")
+    grad_clip: float = Field(1.0, gt=0.0, description="Gradient norm clip (paper: 1.0).")
+    rounds: int = Field(1000, ge=1, description="Policy steps (paper: ~1000).")
+    rollout_batch: int = Field(128, ge=1, description="Prompts per round (paper: 128).")
+    update_batch: int = Field(64, ge=1, description="Prompts per optimiser mini-batch (paper: 64).")
+    micro_batch: int = Field(8, ge=1, description="Sequences per forward/backward (memory knob).")
+    epochs: int = Field(
+        1, ge=1, description="Passes over a round's rollouts per policy step. The paper reports 3 epochs "
+        "(read as 3 passes over each RL batch); its code base EasyR1 names two counts, passes per batch "
+        "(worker.actor.ppo_epochs, default 1) and passes over the prompt set (trainer.total_epochs), and the "
+        "paper's ~1000 steps x 128 prompts is ~3 passes over a ~43K prompt set. Our default 1 keeps every "
+        "policy step on fresh on-policy rollouts (EasyR1's default); set 3 to take 3 passes per batch.")
     keep_checkpoints: Literal["all", "latest"] = Field("latest", description="Round checkpoints kept.")
-    freeze_vision: bool = Field(False, description="Keep the vision tower fixed during RL.")
+    freeze_vision: bool = Field(
+        True, description="Keep the vision tower fixed during RL (paper: frozen in RL as in SFT; the LLM and "
+        "projector train). The tiny presets set false: their random vision tower must learn to see.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations (memory for compute).")
     cpu_threads: int | None = Field(
         None, ge=1, description="torch CPU threads during the policy update (None: torch's default). "
         "1 for tiny models on a shared CPU.")
-    seed: int = Field(0, description="Seed of sampling, data order and the update.")
+    seed: int = Field(0, ge=0, description="Seed of sampling, data order and the update.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,11 +325,11 @@ class EvalParams(_Section):
 
     out_path: str = Field("metrics/eval.json", description="DVC metrics file.")
     report_dir: str = Field("reports", description="Markdown report and PNG plots.")
-    max_tokens: int = Field(1024, description="Longest response.")
-    bootstrap: int = Field(1000, description="Bootstrap resamples for intervals.")
-    confidence: float = Field(0.95, description="Coverage of the bootstrap percentile intervals.")
-    seed: int = Field(0, description="Seed of the bootstrap resamples (same seed, same intervals).")
-    limit: int | None = Field(None, description="Evaluate at most this many samples per split.")
+    max_tokens: int = Field(1024, ge=1, description="Longest response.")
+    bootstrap: int = Field(1000, ge=1, description="Bootstrap resamples for intervals.")
+    confidence: float = Field(0.95, gt=0.0, lt=1.0, description="Coverage of the bootstrap percentile intervals.")
+    seed: int = Field(0, ge=0, description="Seed of the bootstrap resamples (same seed, same intervals).")
+    limit: int | None = Field(None, ge=1, description="Evaluate at most this many samples per split.")
     benchmarks: list[str] | None = Field(
         None, description="Test splits to evaluate (benchmark names); None = every test_* split staged."
     )
@@ -320,7 +345,7 @@ class EvalParams(_Section):
     samples_path: str = Field(
         "metrics/eval_samples.jsonl", description="Per-sample results (for paired comparisons)."
     )
-    tolerances: dict[str, float] = Field(
+    tolerances: dict[str, Annotated[float, Field(ge=0.0)]] = Field(
         default_factory=lambda: {"accuracy": 0.02, "inconsistency_rate": 0.02},
         description="Regression gate: allowed change per metric in the bad direction (fractions; "
         "a drop for accuracy/grounding, a rise for inconsistency_rate).",
@@ -341,7 +366,7 @@ class Params(_Section):
     """A whole preset."""
 
     name: str = Field("custom", description="Preset name, shown in reports.")
-    seed: int = Field(0, description="Global seed.")
+    seed: int = Field(0, ge=0, description="Global seed.")
     model: ModelParams = Field(default_factory=ModelParams)
     data: DataParams = Field(default_factory=DataParams)
     sft: SFTParams = Field(default_factory=SFTParams)
@@ -350,6 +375,53 @@ class Params(_Section):
     fgrpo: FGRPOParams = Field(default_factory=FGRPOParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     storage: StorageParams = Field(default_factory=StorageParams)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "Params":
+        problems = cross_field_problems(self)
+        if problems:
+            raise PydanticCustomError("cross_field", "\n  ".join(problems))
+        return self
+
+
+def cross_field_problems(p: Params) -> list[str]:
+    """Rules between fields (each field's own range is on the field), one line per broken rule,
+    naming the dotted keys, their values and what is allowed. Checked at params load, before any
+    stage runs."""
+    out: list[str] = []
+
+    def rule(ok: bool, message: str) -> None:
+        if not ok:
+            out.append(message)
+
+    m, t = p.model, p.model.tiny
+    rule(m.min_pixels <= m.max_pixels,
+         f"model.min_pixels = {m.min_pixels} must be <= model.max_pixels = {m.max_pixels}")
+    for heads, width, wname in ((t.num_attention_heads, t.hidden_size, "hidden_size"),
+                                (t.vision_num_heads, t.vision_hidden_size, "vision_hidden_size")):
+        hname = "num_attention_heads" if wname == "hidden_size" else "vision_num_heads"
+        rule(width % heads == 0, f"model.tiny.{wname} = {width} must be a multiple of model.tiny.{hname} = {heads}")
+    rule(t.num_attention_heads % t.num_key_value_heads == 0,
+         f"model.tiny.num_attention_heads = {t.num_attention_heads} must be a multiple of "
+         f"model.tiny.num_key_value_heads = {t.num_key_value_heads}")
+    syn = p.data.synthetic
+    rule(syn.min_objects <= syn.max_objects, f"data.synthetic.min_objects = {syn.min_objects} must be <= "
+         f"data.synthetic.max_objects = {syn.max_objects}")
+    s = p.sft
+    rule(s.effective_batch_size % s.per_device_batch_size == 0,
+         f"sft.effective_batch_size = {s.effective_batch_size} must be a multiple of sft.per_device_batch_size = "
+         f"{s.per_device_batch_size} (gradient accumulation makes up the rest)")
+    f = p.fgrpo
+    rule(f.update_batch <= f.rollout_batch, f"fgrpo.update_batch = {f.update_batch} must be <= fgrpo.rollout_batch "
+         f"= {f.rollout_batch} (a mini-batch holds prompts of one round; an uneven last mini-batch is allowed)")
+    rule(f.lambda_init <= f.lambda_max, f"fgrpo.lambda_init = {f.lambda_init} must be <= fgrpo.lambda_max = "
+         f"{f.lambda_max} (lambda lives in [0, lambda_max])")
+    rule(len(set(f.constraints)) == len(f.constraints),
+         f"fgrpo.constraints = {list(f.constraints)} must not repeat a constraint")
+    uses_model = [k for k in ("consistency", "semantic") if getattr(p.judges, k) == "model"]
+    rule(not uses_model or p.judges.model_judge is not None,
+         f"judges.model_judge is required: judges.{uses_model[0] if uses_model else ''} is 'model'")
+    return out
 
 
 class ParamsError(ValueError):
@@ -362,6 +434,8 @@ def _format_errors(source: str, err: ValidationError) -> str:
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             lines.append(f"  unknown key '{key}'")
+        elif e["type"] == "cross_field":  # the message names its keys and values
+            lines.append(f"  {e['msg']}")
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)

@@ -73,10 +73,11 @@ class DualAscent:
     def __init__(
         self,
         thresholds: Mapping[str, float],  # tau_k per constraint name
-        lr: float = 0.05,  # eta_lambda
-        init: float | Mapping[str, float] = 1.0,  # lambda_k(0)
-        max_value: float = 5.0,  # lambda_max
-        min_count: int = 8,  # fewer applicable rollouts -> no step
+        *,  # no defaults: the paper's values live once, in FGRPOParams (from_params)
+        lr: float,  # eta_lambda (fgrpo.lambda_lr)
+        init: float | Mapping[str, float],  # lambda_k(0) (fgrpo.lambda_init)
+        max_value: float,  # lambda_max (fgrpo.lambda_max)
+        min_count: int,  # fewer applicable rollouts -> no step (fgrpo.lambda_min_count)
         fixed: bool = False,  # fgrpo_fixed: never move lambda
     ):
         if lr < 0 or max_value < 0:

@@ -75,10 +75,11 @@ def policy_loss(
     ref_logprobs: Tensor | None,  # [N, T] log pi_ref (SFT policy); None only when beta == 0
     advantages: Tensor,  # [N] one advantage per sequence
     mask: Tensor,  # [N, T] 1 on response tokens, 0 on prompt/padding
-    clip_low: float = 0.2,
-    clip_high: float = 0.28,
-    beta: float = 0.01,
-    aggregation: Aggregation = "token_mean",
+    *,  # no defaults: the paper's values live once, in FGRPOParams (fgrpo.clip_low, ...)
+    clip_low: float,
+    clip_high: float,
+    beta: float,
+    aggregation: Aggregation,
     max_length: int | None = None,  # fixed_length only: the response budget T_max
     denominator: float | None = None,  # override the aggregation's count (grad accumulation)
 ) -> tuple[Tensor, LossStats]:

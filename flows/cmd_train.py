@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="stop after this many rounds in total (default fgrpo.rounds)")
     ap.add_argument("--fresh", action="store_true", help="ignore existing checkpoints (moved to *.old-<time>)")
     args = ap.parse_args(list(argv or []))
+    if args.rounds is not None and args.rounds < 1:
+        print(f"fgrpo train: --rounds = {args.rounds}: must be >= 1", file=sys.stderr)
+        return 2
     from flows.judge_keys import endpoint_in_use, export_judge_key
 
     try:

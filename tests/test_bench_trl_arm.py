@@ -17,6 +17,7 @@ import copy
 import pytest
 import torch
 
+from fgrpo_core.config import FGRPOParams, RolloutParams
 from fgrpo_core.prompts import build_messages
 from fgrpo_core.records import PromptInput
 from fgrpo_core.train.policy import collate, encode_prompt, vision_token_ids
@@ -50,7 +51,7 @@ def setup(tiny_model_dir, tmp_path_factory):
     advantages = torch.randn(2 * G, generator=gen)
     # update_batch 1 prompt: two optimiser steps, so the first mini-batch's 'dapo' normaliser
     # (the round's tokens per step) differs from ours (its own tokens) and the scale is exercised.
-    settings = UpdateSettings(lr=1e-5, update_batch=1, micro_batch=2)
+    settings = UpdateSettings.from_params(FGRPOParams(lr=1e-5, update_batch=1, micro_batch=2, freeze_vision=False), RolloutParams())
     trainer = build_grpo_trainer(copy.deepcopy(base), proc, settings, 2 * G, G, tmp_path_factory.mktemp("trl"))
     yield trainer, base, rows, comps, advantages, group_ids, settings, proc.tokenizer.pad_token_id, enc
     torch.set_num_threads(threads)

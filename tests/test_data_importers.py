@@ -14,6 +14,7 @@ from PIL import Image
 from fgrpo_core.config import BenchmarkImport
 from fgrpo_core.data.importers import (
     FIELD_MAPPING,
+    folder_files_markdown,
     import_benchmark,
     mapping_table_markdown,
     split_lettered_options,
@@ -256,3 +257,152 @@ def test_split_lettered_options(text, expected):
 def test_field_mapping_table_is_in_the_docs():
     assert set(FIELD_MAPPING) == {"cvbench_2d", "cvbench_3d", "mindcube", "mmvp", "omnispatial", "realworldqa", "sat"}
     assert mapping_table_markdown() in DOCS.read_text(), "regenerate the table in docs/data.md"
+    assert folder_files_markdown() in DOCS.read_text(), "regenerate the folder table in docs/data.md"
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads as users have them: MMVP's 'lndex' header, MindCube's folder of splits, archives
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("header", ["lndex", "\ufeffIndex", "\ufefflndex"])
+def test_mmvp_reads_the_hubs_header_spellings(tmp_path, header):
+    # The hub's Questions.csv starts with 'lndex' (lower-case L); a byte-order mark is not part of it.
+    (tmp_path / "MMVP Images").mkdir()
+    (tmp_path / "Questions.csv").write_text(f"{header},Question,Options,Correct Answer\n7,Open?,(a) Open (b) Closed,(b)\n",
+                                            encoding="utf-8")
+    _img(224, 224).save(tmp_path / "MMVP Images" / "7.jpg")
+    (s,) = _import("mmvp", tmp_path)
+    assert (s.id, s.choices, s.answer) == ("mmvp-7", ["Open", "Closed"], "B")
+
+
+MC_VIEW = "other_all_image/around/s1/1.png"
+
+
+def _mc_row(rid: str, answer: str = "A") -> dict:
+    return {"id": rid, "type": "around", "question": "What is left of the sofa? A. Lamp B. Table",
+            "images": [MC_VIEW], "gt_answer": answer}
+
+
+def _mindcube_download(root: Path, tiny_ids=("t1", "t2"), with_tinybench=True) -> Path:
+    """MindCube's data/ as downloaded: raw/ holds the full set, the train split and tinybench."""
+    (root / "data" / "other_all_image" / "around" / "s1").mkdir(parents=True)
+    _img(56, 56).save(root / "data" / MC_VIEW)
+    raw = root / "data" / "raw"
+    raw.mkdir()
+    write = lambda name, ids: (raw / name).write_text("".join(json.dumps(_mc_row(i)) + "\n" for i in ids))
+    write("MindCube.jsonl", ["t1", "t2", "a3", "a4"])  # the full set contains tinybench's ids
+    write("MindCube_train.jsonl", ["r1", "r2", "r3"])
+    if with_tinybench:
+        write("MindCube_tinybench.jsonl", list(tiny_ids))
+    return raw
+
+
+@pytest.mark.parametrize("point_at", ["root", "data", "raw"])
+def test_mindcube_folder_takes_tinybench_only(tmp_path, point_at):
+    raw = _mindcube_download(tmp_path)
+    path = {"root": tmp_path, "data": tmp_path / "data", "raw": raw}[point_at]
+    assert [s.id for s in _import("mindcube", path)] == ["mindcube-t1", "mindcube-t2"]  # no train rows, no repeats
+
+
+def test_mindcube_folder_without_tinybench_lists_the_candidates(tmp_path):
+    raw = _mindcube_download(tmp_path, with_tinybench=False)
+    with pytest.raises(SchemaError) as err:
+        _import("mindcube", raw)
+    msg = str(err.value)
+    assert "MindCube_tinybench.jsonl" in msg and "the paper evaluates" in msg
+    assert str(raw / "MindCube.jsonl") in msg and str(raw / "MindCube_train.jsonl") in msg
+    # pointing at the file itself reads it
+    assert len(_import("mindcube", raw / "MindCube.jsonl")) == 4
+
+
+def test_a_pattern_matching_several_splits_is_an_error_not_a_mix(tmp_path):
+    rows = [{"image_bytes": [{"bytes": _png(_img(112, 112)), "path": None}], "question": "Left?",
+             "answers": ["yes", "no"], "correct_answer": "no", "question_type": "ego"}]
+    for name in ("train-00000-of-00001.parquet", "val-00000-of-00001.parquet"):
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / name)
+    with pytest.raises(SchemaError) as err:
+        _import("sat", tmp_path)
+    assert "2 annotation files match '*.parquet'" in str(err.value) and "never mixed" in str(err.value)
+    # the shards of one split are one split
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for k in range(2):
+        pq.write_table(pa.Table.from_pylist([dict(rows[0], question=f"Left {k}?")]), shards / f"test-0000{k}-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), shards / "train-00000-of-00001.parquet")
+    assert [s.question for s in _import("sat", shards)] == ["Left 0?", "Left 1?"]
+
+
+def test_duplicate_ids_in_a_benchmark_are_an_error_naming_them(tmp_path):
+    raw = _mindcube_download(tmp_path, tiny_ids=("t1", "t2", "t1"))
+    with pytest.raises(SchemaError) as err:
+        _import("mindcube", raw)
+    msg = str(err.value)
+    assert "row 2: field 'id'" in msg and "'mindcube-t1'" in msg and "row 0 of" in msg
+
+
+def test_staged_split_with_duplicate_ids_names_every_one(tmp_path):
+    from fgrpo_core.config import SyntheticDataParams
+    from fgrpo_core.data.stage import _write_split
+    from fgrpo_core.data.synthetic import generate_samples
+
+    a, b, c = generate_samples(SyntheticDataParams(), n=3, split="test", with_trace=False)
+    with pytest.raises(ValueError) as err:
+        _write_split([a, b, a, c, b], tmp_path / "test_x", 10**6, lambda s: 0)
+    assert f"2 samples repeat an id" in str(err.value) and repr(sorted([a.id, b.id])) in str(err.value)
+
+
+def _zip_tree(src: Path, archive: Path, prefix: str = "") -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(src.rglob("*")):
+            if f.is_file():
+                zf.write(f, prefix + f.relative_to(src).as_posix())
+    return archive
+
+
+def test_mindcube_data_zip_is_read_in_place(tmp_path):
+    _mindcube_download(tmp_path / "unpacked")
+    download = tmp_path / "MindCube"
+    download.mkdir()
+    archive = _zip_tree(tmp_path / "unpacked", download / "data.zip")  # members data/raw/..., data/other_all_image/...
+    expected = ["mindcube-t1", "mindcube-t2"]
+    for path in (archive, download):  # the archive, or the folder it was downloaded into
+        samples = _import("mindcube", path)
+        assert [s.id for s in samples] == expected
+        assert samples[0].image.getpixel((3, 3)) == (10, 200, 30)  # the view, read from the archive
+
+
+def test_omnispatial_test_zip_is_read_in_place(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "Perspective_Taking").mkdir(parents=True)
+    _img(colour=(1, 2, 3)).save(tree / "Perspective_Taking" / "12.png")
+    (tree / "data.json").write_text(json.dumps(OMNI))
+    archive = _zip_tree(tree, tmp_path / "OmniSpatial-test.zip", prefix="OmniSpatial-test/")  # one top folder
+    (s,) = _import("omnispatial", archive)
+    assert (s.id, s.answer, s.image.getpixel((0, 0))) == ("omnispatial-12_0", "C", (1, 2, 3))
+    # an image missing from the archive is named with its place inside the archive
+    import zipfile
+
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(broken, "w") as zf:
+        zf.writestr("OmniSpatial-test/data.json", json.dumps(OMNI))
+    with pytest.raises(SchemaError, match=r"image file not found at .*broken.zip/OmniSpatial-test/Perspective_Taking/12.png"):
+        _import("omnispatial", broken)
+
+
+def test_archives_that_are_not_read_in_place_say_what_to_extract_where(tmp_path):
+    bad = tmp_path / "data.zip"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(SchemaError, match=r"not a readable zip archive .*unzip .*data.zip -d "):
+        _import("mindcube", bad)
+    tar = tmp_path / "OmniSpatial-test.tar.gz"
+    tar.write_bytes(b"\x1f\x8b")
+    with pytest.raises(SchemaError, match=r"extract it \(e.g. tar -xf .*OmniSpatial-test.tar.gz -C "):
+        _import("omnispatial", tar)
+    import zipfile
+
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("readme.txt", "hi")
+    with pytest.raises(SchemaError, match=r"omnispatial: no evaluation file here; looked for \['data.json'"):
+        _import("omnispatial", empty)

@@ -18,9 +18,16 @@ from fgrpo_core.lagrangian import (
 
 NAN = float("nan")
 
+def _dual(thresholds, **kw) -> DualAscent:
+    """DualAscent with the params' defaults (the paper's values) unless a test says otherwise, as
+    ``DualAscent.from_params`` passes them (the constructor itself has no defaults)."""
+    p = FGRPOParams()
+    return DualAscent(thresholds, **{"lr": p.lambda_lr, "init": p.lambda_init, "max_value": p.lambda_max,
+                                     "min_count": p.lambda_min_count, **kw})
+
 
 def test_one_step_by_hand():
-    d = DualAscent({"consistency": 0.95, "spatial": 0.65})
+    d = _dual({"consistency": 0.95, "spatial": 0.65})
     recs = d.update({"consistency": 0.75, "spatial": 0.85}, {"consistency": 40, "spatial": 20})
     # consistency: 1 + 0.05 * (0.95 - 0.75) = 1.01   (violated -> rises)
     # spatial:     1 + 0.05 * (0.65 - 0.85) = 0.99   (satisfied -> falls)
@@ -35,7 +42,7 @@ def test_one_step_by_hand():
 def test_trajectory_rises_while_violated_and_clips_at_max():
     # Mean stuck at 0.45 with tau 0.95: +0.05 * 0.5 = +0.025 per step; from 1.0, lambda reaches
     # 5.0 after (5 - 1) / 0.025 = 160 steps and stays there.
-    d = DualAscent({"consistency": 0.95})
+    d = _dual({"consistency": 0.95})
     traj = [d.update({"consistency": 0.45}, {"consistency": 64})[0].lambda_after for _ in range(200)]
     assert traj[0] == pytest.approx(1.025) and traj[39] == pytest.approx(2.0)
     assert all(b >= a for a, b in zip(traj, traj[1:]))
@@ -44,7 +51,7 @@ def test_trajectory_rises_while_violated_and_clips_at_max():
 
 def test_trajectory_falls_when_satisfied_and_clips_at_zero():
     # Mean 1.0 with tau 0.65: -0.05 * 0.35 = -0.0175 per step; 1 / 0.0175 = 57.1 -> 0 at step 58.
-    d = DualAscent({"spatial": 0.65})
+    d = _dual({"spatial": 0.65})
     traj = [d.update({"spatial": 1.0}, {"spatial": 64})[0].lambda_after for _ in range(80)]
     assert traj[0] == pytest.approx(0.9825)
     assert traj[56] > 0.0 and traj[57] == 0.0 and traj[-1] == 0.0
@@ -53,7 +60,7 @@ def test_trajectory_falls_when_satisfied_and_clips_at_zero():
 
 
 def test_skips_under_min_count_and_on_nan():
-    d = DualAscent({"a": 0.9, "b": 0.9, "c": 0.9}, min_count=8)
+    d = _dual({"a": 0.9, "b": 0.9, "c": 0.9}, min_count=8)
     recs = d.update({"a": 0.0, "b": 0.0, "c": NAN}, {"a": 7, "b": 8, "c": 100})
     assert [(r.skipped, r.reason) for r in recs] == [(True, "few_rollouts"), (False, ""), (True, "nan_mean")]
     assert d.lambdas["a"] == 1.0 and d.lambdas["c"] == 1.0
@@ -61,7 +68,7 @@ def test_skips_under_min_count_and_on_nan():
 
 
 def test_fixed_mode_records_but_never_moves():
-    d = DualAscent({"consistency": 0.95}, init=1.0, fixed=True)
+    d = _dual({"consistency": 0.95}, init=1.0, fixed=True)
     for step in range(3):
         (r,) = d.update({"consistency": 0.1}, {"consistency": 100})
         assert (r.step, r.lambda_before, r.lambda_after, r.skipped, r.reason) == (step, 1.0, 1.0, True, "fixed")
@@ -76,11 +83,11 @@ def test_from_params_one_switch_per_ablation_row():
 
 
 def test_bad_inputs():
-    d = DualAscent({"consistency": 0.95, "spatial": 0.65})
+    d = _dual({"consistency": 0.95, "spatial": 0.65})
     with pytest.raises(ValueError, match=r"\['spatial'\]"):
         d.update({"consistency": 0.5}, {"consistency": 10})
     with pytest.raises(ValueError, match=r"init has no value for constraint\(s\) \['b'\]"):
-        DualAscent({"a": 0.5, "b": 0.5}, init={"a": 1.0})
+        _dual({"a": 0.5, "b": 0.5}, init={"a": 1.0})
     # extra signals are ignored
     d.update({"consistency": 0.5, "spatial": 0.5, "semantic": 0.1}, {"consistency": 10, "spatial": 10, "semantic": 10})
     assert set(d.lambdas) == {"consistency", "spatial"}
@@ -93,7 +100,7 @@ def test_constraint_stats_are_masked_means():
     # consistency: (1 + 0 + 1 + 1) / 4 = 0.75 over 4 applicable rollouts (not / 6)
     assert stats.means["consistency"] == 0.75 and stats.counts["consistency"] == 4
     assert math.isnan(stats.means["spatial"]) and stats.counts["spatial"] == 0
-    d = DualAscent({"consistency": 0.95, "spatial": 0.65}, min_count=4)
+    d = _dual({"consistency": 0.95, "spatial": 0.65}, min_count=4)
     recs = d.update(*stats)
     assert [r.reason for r in recs] == ["", "few_rollouts"]
 
@@ -101,24 +108,24 @@ def test_constraint_stats_are_masked_means():
 def test_state_dict_resume_equals_uninterrupted_run():
     means = [{"c": m} for m in (0.2, 0.5, 0.99, 0.97, 0.3, 0.1)]
     counts = {"c": 32}
-    full = DualAscent({"c": 0.95})
+    full = _dual({"c": 0.95})
     for m in means:
         full.update(m, counts)
-    first = DualAscent({"c": 0.95})
+    first = _dual({"c": 0.95})
     for m in means[:3]:
         first.update(m, counts)
-    resumed = DualAscent({"c": 0.95})
+    resumed = _dual({"c": 0.95})
     resumed.load_state_dict(first.state_dict())
     for m in means[3:]:
         resumed.update(m, counts)
     assert resumed.lambdas == full.lambdas and resumed.step == full.step == 6
     assert resumed.history == full.history
     with pytest.raises(ValueError, match="constraints"):
-        DualAscent({"other": 0.5}).load_state_dict(full.state_dict())
+        _dual({"other": 0.5}).load_state_dict(full.state_dict())
 
 
 def test_history_csv_round_trip(tmp_path):
-    d = DualAscent({"consistency": 0.95, "spatial": 0.65}, min_count=10)
+    d = _dual({"consistency": 0.95, "spatial": 0.65}, min_count=10)
     d.update({"consistency": 0.5, "spatial": NAN}, {"consistency": 12, "spatial": 0})
     d.update({"consistency": 0.9, "spatial": 0.7}, {"consistency": 12, "spatial": 30})
     path = tmp_path / "runs" / "multipliers.csv"

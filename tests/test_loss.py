@@ -7,9 +7,19 @@ import math
 import pytest
 import torch
 
-from fgrpo_core.loss import policy_loss
+from fgrpo_core.config import FGRPOParams
+from fgrpo_core.loss import policy_loss as _policy_loss
 
 INF, NAN = float("inf"), float("nan")
+
+_P = FGRPOParams()
+
+
+def policy_loss(*args, **kw):
+    """The loss with the params' defaults (the paper's values) unless a test says otherwise, as the
+    trainer passes them (policy_loss itself has no defaults)."""
+    return _policy_loss(*args, **{"clip_low": _P.clip_low, "clip_high": _P.clip_high, "beta": _P.beta,
+                                  "aggregation": _P.loss_aggregation, **kw})
 
 
 def _hand_case():

@@ -36,7 +36,7 @@ MIN_PX, MAX_PX = 28 * 28 * 4, 28 * 28 * 1280
 SYN = SyntheticDataParams()
 # The end-to-end run: small enough for CI on 2 cores, long enough to learn the format.
 E2E_SAMPLES = 256
-E2E = SFTParams(epochs=3.0, lr=5e-3, warmup_ratio=0.05, per_device_batch_size=8, effective_batch_size=8,
+E2E = SFTParams(epochs=3.0, lr=5e-3, warmup_ratio=0.05, per_device_batch_size=8, effective_batch_size=8, weight_decay=0.0,
                 max_length=1024, save_steps=10**6, logging_steps=1, dataloader_workers=0, cpu_threads=1)
 
 
@@ -254,7 +254,7 @@ def _interrupt_after_save(step: int):
     return Stop()
 
 
-SHORT = SFTParams(epochs=1.0, lr=3e-3, warmup_ratio=0.0, per_device_batch_size=4, effective_batch_size=4,
+SHORT = SFTParams(epochs=1.0, lr=3e-3, warmup_ratio=0.0, per_device_batch_size=4, effective_batch_size=4, weight_decay=0.0,
                   max_length=1024, save_steps=2, logging_steps=1, dataloader_workers=0, cpu_threads=1)
 
 

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from fgrpo_core.config import FGRPOParams, RolloutParams
 from fgrpo_core.prompts import build_messages
 from fgrpo_core.records import PromptInput
 from fgrpo_core.train import update as update_mod
@@ -45,7 +46,9 @@ GROUP_SIZES = (3, 1, 2, 4)
 # weight difference of about lr * d / eps, so the summation order of DDP's all-reduce (measured
 # grads: relative 1e-7 at step 1) shows in the weights as ~5e-6 at lr 1e-3, 5e-7 at lr 1e-4, and
 # 3-5e-7 at lr 5e-5, 1.2e-7 at lr 2e-5, which still moves weights by up to 8 * lr = 1.6e-4.
-SETTINGS = dict(lr=2e-5, update_batch=1, micro_batch=1, epochs=2, beta=0.04)
+SETTINGS = update_mod.UpdateSettings.from_params(
+    FGRPOParams(lr=2e-5, update_batch=1, micro_batch=1, epochs=2, beta=0.04, freeze_vision=False), RolloutParams()
+).__dict__
 ORDER_SEED = 3
 
 

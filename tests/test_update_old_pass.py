@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fgrpo_core.config import FGRPOParams, RolloutParams
 from fgrpo_core.prompts import build_messages
 from fgrpo_core.records import PromptInput
 from fgrpo_core.train import update as update_mod
@@ -36,7 +37,8 @@ def setup(tiny_model_dir):
 def _step(setup, monkeypatch, full_old_pass: bool, epochs: int = 2):
     model, pad, rows, comps, adv, gid = setup
     torch.manual_seed(0)
-    settings = update_mod.UpdateSettings(lr=1e-2, update_batch=2, micro_batch=3, epochs=epochs, beta=0.04)
+    settings = update_mod.UpdateSettings.from_params(
+        FGRPOParams(lr=1e-2, update_batch=2, micro_batch=3, epochs=epochs, beta=0.04, freeze_vision=False), RolloutParams())
     up = update_mod.PolicyUpdater(copy.deepcopy(model), copy.deepcopy(model), pad, settings)
     calls = []
     real = up.sequence_logprobs

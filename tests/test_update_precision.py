@@ -13,6 +13,7 @@ import copy
 import pytest
 import torch
 
+from fgrpo_core.config import FGRPOParams, RolloutParams
 from fgrpo_core.train import update as update_mod
 from tests.test_update_ddp import make_case
 
@@ -38,8 +39,9 @@ def _updater(case, dtype=torch.float32, mixed="bf16", lr=1e-6, beta=0.04):
 
     torch.manual_seed(0)
     model = load_policy(case["model_dir"], dtype=dtype)
-    settings = update_mod.UpdateSettings(lr=lr, update_batch=4, micro_batch=4, epochs=1, beta=beta,
-                                         mixed_precision=mixed)
+    settings = update_mod.UpdateSettings.from_params(
+        FGRPOParams(lr=lr, update_batch=4, micro_batch=4, epochs=1, beta=beta, freeze_vision=False), RolloutParams(),
+        mixed_precision=mixed)
     return update_mod.PolicyUpdater(model, copy.deepcopy(model), case["pad_id"], settings)
 
 

@@ -12,6 +12,7 @@ import torch
 from accelerate.utils import DistributedType
 from PIL import Image
 
+from fgrpo_core.config import FGRPOParams, RolloutParams
 from fgrpo_core.prompts import build_messages
 from fgrpo_core.records import PromptInput
 from fgrpo_core.train import update as update_mod
@@ -51,7 +52,8 @@ def batch(tiny_model_dir):
 
 
 def _updater(model, pad):
-    settings = update_mod.UpdateSettings(lr=1e-2, update_batch=1, micro_batch=2, epochs=1, beta=0.04)
+    settings = update_mod.UpdateSettings.from_params(
+        FGRPOParams(lr=1e-2, update_batch=1, micro_batch=2, epochs=1, beta=0.04, freeze_vision=False), RolloutParams())
     return update_mod.PolicyUpdater(copy.deepcopy(model), copy.deepcopy(model), pad, settings)
 
 

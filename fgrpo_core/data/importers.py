@@ -11,7 +11,18 @@ Layouts read:
   gives its ``test`` split, its only split, or ``BenchmarkImport.split``);
 - parquet (one file, or a folder of them, e.g. the hub's ``data/test-*.parquet``);
 - JSON/JSONL or CSV annotations with an image folder (paths relative to ``image_root``, default
-  beside the annotation file).
+  beside the annotation file);
+- a download folder: the benchmark's evaluation file is taken by its known name
+  (``IMPORTERS[name][1]``, tried in order; MindCube: ``MindCube_tinybench.jsonl``, the split the
+  paper evaluates). A pattern that matches several files is an error listing them (they may be
+  different splits, which are never mixed), unless they are the shards of one split
+  (``test-00000-of-00002.parquet`` ...). A folder without any of them but with one ``.zip`` reads
+  that archive;
+- a zip archive as downloaded (MindCube's ``data.zip``, OmniSpatial's ``OmniSpatial-test.zip``),
+  read in place with ``zipfile``: the same file names are looked for at the archive's root and
+  inside each of its top-level folders, and images are read from the archive. Other archives
+  (tar, 7z...) are an error saying what to extract where.
+Ids are unique within a benchmark: a second row with an id already seen is an error naming both rows.
 Benchmarks with several images per question (MindCube views, SAT frames) are tiled left to right
 into one image (each resized to the first image's height) **[ours: our schema holds one image]**.
 Option order is kept as staged by the benchmark; circular evaluation (SAT) rotates options at
@@ -21,9 +32,11 @@ evaluation time (``fgrpo_core.eval.circular``).
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -67,8 +80,8 @@ FIELD_MAPPING: dict[str, FieldMap] = {
         boxes="bbox (Omni3D rows): [x1,y1,x2,y2] or a list of them, original pixels, label 'object'",
     ),
     "mindcube": FieldMap(
-        hub="MLL-Lab/MindCube (MindCube_tinybench.jsonl + image folders)",
-        layouts="JSONL/JSON + images; saved HF dataset",
+        hub="MLL-Lab/MindCube (data.zip: data/raw/MindCube_tinybench.jsonl + image folders)",
+        layouts="MindCube_tinybench.jsonl + images (folder or data.zip); saved HF dataset",
         id="'mindcube-' + id", task="type, else the setting in id (around/rotation/among/...)",
         question="question up to the first option marker", choices="'A. ... B. ...' parsed from question",
         answer="gt_answer letter", image="images (list of paths): views tiled left to right", boxes="none",
@@ -76,13 +89,13 @@ FIELD_MAPPING: dict[str, FieldMap] = {
     "mmvp": FieldMap(
         hub="MMVP/MMVP (Questions.csv + 'MMVP Images/')",
         layouts="Questions.csv + 'MMVP Images/<Index>.jpg'; parquet / saved HF dataset with an image column",
-        id="'mmvp-' + Index", task="'mmvp'", question="Question",
+        id="'mmvp-' + Index (header 'Index' or the hub's 'lndex')", task="'mmvp'", question="Question",
         choices="Options '(a) x (b) y' -> [x, y]", answer="Correct Answer '(a)' -> 'A'",
         image="'MMVP Images/<Index>.jpg', or image column", boxes="none",
     ),
     "omnispatial": FieldMap(
-        hub="qizekun/OmniSpatial (data.json + <task_type>/<n>.png)",
-        layouts="data.json (list) or JSONL + image folders; saved HF dataset",
+        hub="qizekun/OmniSpatial (OmniSpatial-test.zip: data.json + <task_type>/<n>.png)",
+        layouts="data.json (list) or JSONL + image folders (folder or OmniSpatial-test.zip); saved HF dataset",
         id="'omnispatial-' + id", task="task_type + '/' + sub_task_type", question="question",
         choices="options (list)", answer="answer (0-based index) -> letter",
         image="image_path, else <task_type>/<id before '_'>.png, or image column", boxes="none",
@@ -90,7 +103,7 @@ FIELD_MAPPING: dict[str, FieldMap] = {
     "realworldqa": FieldMap(
         hub="xai-org/RealworldQA (data/test-*.parquet)",
         layouts="parquet file or folder; saved HF dataset",
-        id="'realworldqa-' + row number", task="'realworldqa'",
+        id="'realworldqa-' + row number (over the shards, in name order)", task="'realworldqa'",
         question="question without options and the 'Please answer ...' instruction",
         choices="'A. ...' lines parsed from question; none for free-form rows",
         answer="answer letter; free-form rows keep the answer text", image="image", boxes="none",
@@ -98,7 +111,7 @@ FIELD_MAPPING: dict[str, FieldMap] = {
     "sat": FieldMap(
         hub="array/SAT (split 'test' = SAT-Real)",
         layouts="saved HF dataset; parquet",
-        id="'sat-' + row number", task="question_type", question="question", choices="answers (list)",
+        id="'sat-' + row number (over the shards, in name order)", task="question_type", question="question", choices="answers (list)",
         answer="correct_answer (an option's text) -> its letter",
         image="image_bytes (list): frames tiled left to right", boxes="none",
     ),
@@ -145,16 +158,22 @@ def _load_saved(path: Path, split: str | None) -> Iterator[dict[str, Any]]:
     return iter(ds)
 
 
-def _read_file(path: Path) -> Iterator[dict[str, Any]]:
+# A file on disk (pathlib.Path) or inside a zip archive (zipfile.Path): both give suffix, name,
+# parent, is_file(), open() and read_text(), which is all the readers below use.
+Entry = Any
+
+
+def _read_file(path: Entry) -> Iterator[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        with path.open("rb") as fh:
+            table = pq.read_table(fh)
         return iter(table.to_pylist())
     if suffix == ".jsonl":
         def rows():
-            with path.open() as fh:
+            with path.open("r", encoding="utf-8") as fh:
                 for k, line in enumerate(fh):
                     if line.strip():
                         try:
@@ -164,7 +183,7 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
         return rows()
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise SchemaError(str(path), "-", "<file>", path.name, f"not JSON: {err}") from None
         if isinstance(data, dict):  # {"id": row} or {"data": [...]}
@@ -173,28 +192,117 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
             raise SchemaError(str(path), "-", "<file>", type(data).__name__, "expected a list of rows")
         return iter(data)
     if suffix == ".csv":
-        with path.open(newline="") as fh:
+        # utf-8-sig: a byte-order mark must not become part of the first header cell
+        with path.open("r", encoding="utf-8-sig", newline="") as fh:
             return iter(list(csv.DictReader(fh)))
     raise SchemaError(str(path), "-", "<file>", path.name, "unsupported file type (parquet, jsonl, json, csv)")
 
 
+_ANNOTATION_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+_OTHER_ARCHIVES = (".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
+_SHARD = re.compile(r"^(.*)-\d+-of-(\d+)\.parquet$")
+# Said in the error when a folder lacks the evaluation file (why that one and not another).
+_EVAL_FILE_NOTE = {"mindcube": "the paper evaluates MindCube's tinybench (MindCube_tinybench.jsonl)"}
+
+
+def _glob(root: Entry, pattern: str) -> list[Entry]:
+    """Files under ``root`` (a folder or a folder inside a zip) whose relative path matches ``pattern``
+    (``*`` never crosses a ``/``)."""
+    if isinstance(root, Path):
+        return sorted(f for f in root.glob(pattern) if f.is_file())
+    at = root.at
+    names = [n for n in root.root.namelist() if n.startswith(at) and not n.endswith("/")]
+    rel = [(n, n[len(at):]) for n in names]
+    return [zipfile.Path(root.root, n) for n, r in sorted(rel)
+            if r.count("/") == pattern.count("/") and fnmatch.fnmatchcase(r, pattern)]
+
+
+def _one_split_in_shards(found: list[Entry]) -> bool:
+    """``test-00000-of-00002.parquet``, ``test-00001-of-00002.parquet``: one split, several files."""
+    keys = {(str(f.parent), m.group(1), m.group(2)) if (m := _SHARD.match(f.name)) else None for f in found}
+    return None not in keys and len(keys) == 1
+
+
+def _annotation_files(name: str, where: str, roots: list[Entry], candidates: tuple[str, ...]) -> list[Entry]:
+    """The evaluation file(s) of ``name`` under the first root that has one: the first candidate
+    pattern that matches; several matches are an error (different splits are never mixed) unless
+    they are the shards of one split."""
+    for root in roots:
+        for pattern in candidates:
+            found = _glob(root, pattern)
+            if len(found) == 1 or (found and _one_split_in_shards(found)):
+                return found
+            if found:
+                raise SchemaError(where, "-", "path", [str(f) for f in found][:12],
+                                  f"{name}: {len(found)} annotation files match '{pattern}'; they may be "
+                                  "different splits, which are never mixed: point data.benchmarks[].path at "
+                                  "the file to evaluate")
+    return []
+
+
+def _annotation_like(roots: list[Entry]) -> list[str]:
+    """Files that look like annotations (listed in the error when the known names are absent)."""
+    out: list[str] = []
+    for root in roots:
+        for depth in ("*", "*/*", "*/*/*"):
+            out += [str(f) for suffix in _ANNOTATION_SUFFIXES for f in _glob(root, depth + suffix)]
+    return sorted(set(out))[:20]
+
+
+def _not_found(name: str, where: str, candidates: tuple[str, ...], roots: list[Entry]) -> SchemaError:
+    note = f" ({_EVAL_FILE_NOTE[name]})" if name in _EVAL_FILE_NOTE else ""
+    others = _annotation_like(roots)
+    seen = (f"; found {others}: point data.benchmarks[].path at the one to evaluate" if others
+            else "; found no annotation file")
+    return SchemaError(where, "-", "path", where, f"{name}: no evaluation file here{note}; looked for "
+                       f"{list(candidates)}{seen}")
+
+
+def _open_zip(spec: BenchmarkImport, path: Path, candidates: tuple[str, ...]) -> list[RowSource]:
+    """Read a zip archive in place: the evaluation file at its root or inside a top-level folder."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise SchemaError(str(path), "-", "path", spec.path, f"{spec.name}: not a readable zip archive ({err}); "
+                          f"download it again, or extract it (unzip {path} -d {path.parent}) and point "
+                          "data.benchmarks[].path at the extracted folder") from None
+    tops = sorted({n.split("/", 1)[0] for n in zf.namelist() if "/" in n})
+    roots = [zipfile.Path(zf)] + [zipfile.Path(zf, t + "/") for t in tops]
+    found = _annotation_files(spec.name, str(path), roots, candidates)
+    if not found:
+        raise _not_found(spec.name, str(path), candidates, roots)
+    return [RowSource(str(f), _read_file(f), Path(spec.image_root) if spec.image_root else f.parent) for f in found]
+
+
 def open_rows(spec: BenchmarkImport, candidates: tuple[str, ...]) -> list[RowSource]:
-    """Row sources for ``spec.path``: a saved dataset, one file, or the first candidate files found."""
+    """Row sources for ``spec.path``: a saved dataset, one file, a zip archive, or a download folder
+    (its evaluation file by name, see the module docstring)."""
     path = Path(spec.path)
     if not path.exists():
         raise SchemaError(str(path), "-", "path", spec.path, f"{spec.name}: download not found")
     base = Path(spec.image_root) if spec.image_root else (path if path.is_dir() else path.parent)
     if _is_saved_dataset(path):
         return [RowSource(str(path), _load_saved(path, spec.split), base)]
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return _open_zip(spec, path, candidates)
+    if path.is_file() and (path.suffix.lower() in _OTHER_ARCHIVES or path.name.lower().endswith(".tar.gz")):
+        raise SchemaError(str(path), "-", "path", spec.path, f"{spec.name}: an archive this importer does not read "
+                          f"in place (zip only); extract it (e.g. tar -xf {path} -C {path.parent}) and point "
+                          "data.benchmarks[].path at the extracted folder")
     if path.is_file():
         return [RowSource(str(path), _read_file(path), base)]
-    for pattern in candidates:
-        found = sorted(path.glob(pattern))
-        if found:
-            return [RowSource(str(f), _read_file(f), Path(spec.image_root) if spec.image_root else f.parent)
-                    for f in found]
-    raise SchemaError(str(path), "-", "path", spec.path,
-                      f"{spec.name}: no annotation file here; expected one of {list(candidates)}")
+    found = _annotation_files(spec.name, str(path), [path], candidates)
+    if found:
+        return [RowSource(str(f), _read_file(f), Path(spec.image_root) if spec.image_root else f.parent)
+                for f in found]
+    zips = sorted(path.glob("*.zip"))
+    if len(zips) == 1:  # the download as the hub ships it (MindCube's data.zip, OmniSpatial-test.zip)
+        return _open_zip(spec, zips[0], candidates)
+    if len(zips) > 1:
+        raise SchemaError(str(path), "-", "path", [z.name for z in zips], f"{spec.name}: no evaluation file here "
+                          f"(looked for {list(candidates)}) and several archives: point data.benchmarks[].path "
+                          "at the one to read")
+    raise _not_found(spec.name, str(path), candidates, [path])
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,8 +311,11 @@ def open_rows(spec: BenchmarkImport, candidates: tuple[str, ...]) -> list[RowSou
 class RowCtx:
     """The row being mapped, for error messages."""
 
-    def __init__(self, src: RowSource, row_no: int, row: dict[str, Any]):
+    def __init__(self, src: RowSource, row_no: int, row: dict[str, Any], index: int | None = None):
         self.src, self.row_no, self.row = src, row_no, row
+        # the row's number over all files of the benchmark (shards in name order): ids built from a
+        # row number use it, so that two shards never give the same id
+        self.index = row_no if index is None else index
 
     def error(self, field: str, value: Any, problem: str) -> SchemaError:
         return SchemaError(self.src.file, self.row_no, field, value, problem)
@@ -240,12 +351,15 @@ class RowCtx:
             if isinstance(value, str) and value:
                 p = Path(value)
                 # relative paths: from the image root, else up to two folders above it (MindCube's
-                # annotations sit in data/raw/ while their image paths start at data/)
-                tries = [p] if p.is_absolute() else [d / p for d in (self.src.base, *self.src.base.parents[:2])]
+                # annotations sit in data/raw/ while their image paths start at data/); the root may
+                # be a folder inside a zip archive (zipfile.Path)
+                base = self.src.base
+                ups = [base, base.parent, base.parent.parent]
+                tries = [p] if p.is_absolute() else [d / p.as_posix() for d in ups]
                 found = next((t for t in tries if t.is_file()), None)
                 if found is None:
                     raise self.error(field, value, f"image file not found at {tries[0]}")
-                with Image.open(found) as im:
+                with found.open("rb") as fh, Image.open(fh) as im:
                     return im.convert("RGB")
         except SchemaError:
             raise
@@ -372,7 +486,8 @@ _MMVP_OPTION = re.compile(r"\(([a-j])\)\s*")
 
 
 def _mmvp(ctx: RowCtx) -> Sample:
-    index = ctx.text("Index")
+    # The hub's Questions.csv spells its first header cell 'lndex' (lower-case L); read both.
+    index = ctx.text("lndex" if "Index" not in ctx.row and "lndex" in ctx.row else "Index")
     raw = ctx.get("Options")
     if isinstance(raw, (list, tuple)):
         choices = [str(c).strip() for c in raw]
@@ -423,7 +538,7 @@ def _realworldqa(ctx: RowCtx) -> Sample:
     else:
         question, choices = parsed
         answer = letter_answer(ctx, "answer", len(choices))
-    return Sample(id=f"realworldqa-{ctx.row_no}", source="realworldqa", task="realworldqa",
+    return Sample(id=f"realworldqa-{ctx.index}", source="realworldqa", task="realworldqa",
                   image=ctx.image("image"), question=question, choices=choices, answer=answer)
 
 
@@ -432,7 +547,7 @@ def _sat(ctx: RowCtx) -> Sample:
     correct = ctx.text("correct_answer")
     if correct not in choices:
         raise ctx.error("correct_answer", correct, f"is not one of the answers {choices}")
-    return Sample(id=f"sat-{ctx.row_no}", source="sat", task=str(ctx.row.get("question_type") or "sat"),
+    return Sample(id=f"sat-{ctx.index}", source="sat", task=str(ctx.row.get("question_type") or "sat"),
                   image=ctx.image("image_bytes"), question=ctx.text("question"), choices=choices,
                   answer=LETTERS[choices.index(correct)])
 
@@ -441,13 +556,25 @@ IMPORTERS: dict[str, tuple[Callable[[RowCtx], Sample | None], tuple[str, ...]]] 
     # name: (row mapper, annotation files looked for inside a download folder, in order)
     "cvbench_2d": (_cvbench("2D"), ("test_2d.parquet", "test_2d.jsonl", "test.parquet", "test.jsonl", "*.parquet")),
     "cvbench_3d": (_cvbench("3D"), ("test_3d.parquet", "test_3d.jsonl", "test.parquet", "test.jsonl", "*.parquet")),
-    "mindcube": (_mindcube, ("MindCube_tinybench.jsonl", "*.jsonl", "raw/*.jsonl", "data/raw/*.jsonl", "*.json")),
+    # MindCube: the evaluation file by name only; its folder also holds MindCube.jsonl and
+    # MindCube_train.jsonl, other splits that must never be read as the test split.
+    "mindcube": (_mindcube, ("MindCube_tinybench.jsonl", "raw/MindCube_tinybench.jsonl",
+                             "data/raw/MindCube_tinybench.jsonl")),
     "mmvp": (_mmvp, ("Questions.csv", "*.csv", "*.parquet")),
     "omnispatial": (_omnispatial, ("data.json", "*.jsonl", "*.json")),
-    "realworldqa": (_realworldqa, ("*.parquet", "data/*.parquet")),
-    "sat": (_sat, ("*.parquet", "data/*.parquet")),
+    "realworldqa": (_realworldqa, ("test-*.parquet", "data/test-*.parquet", "*.parquet", "data/*.parquet")),
+    "sat": (_sat, ("test-*.parquet", "data/test-*.parquet", "*.parquet", "data/*.parquet")),
 }
 assert set(IMPORTERS) == set(FIELD_MAPPING)
+
+
+def folder_files_markdown() -> str:
+    """Which file each importer takes from a download folder (pasted into docs/data.md; a test keeps
+    them equal)."""
+    lines = ["| benchmark | evaluation file looked for in a folder or zip, first match wins |", "|---|---|"]
+    for name, (_, candidates) in IMPORTERS.items():
+        lines.append(f"| {name} | " + ", ".join(f"`{c}`" for c in candidates) + " |")
+    return "\n".join(lines)
 
 
 def import_benchmark(spec: BenchmarkImport, min_pixels: int, max_pixels: int) -> Iterator[Sample]:
@@ -457,14 +584,22 @@ def import_benchmark(spec: BenchmarkImport, min_pixels: int, max_pixels: int) ->
                           f"{sorted(IMPORTERS)}")
     mapper, candidates = IMPORTERS[spec.name]
     emitted = 0
+    seen: dict[str, tuple[str, int]] = {}  # id -> (file, row) where it was first read
+    index = 0
     for src in open_rows(spec, candidates):
         for row_no, row in enumerate(src.rows):
             if spec.limit is not None and emitted >= spec.limit:
                 return
-            ctx = RowCtx(src, row_no, dict(row))
+            ctx = RowCtx(src, row_no, dict(row), index)
+            index += 1
             sample = mapper(ctx)
             if sample is None:
                 continue
+            if sample.id in seen:
+                first_file, first_row = seen[sample.id]
+                raise SchemaError(src.file, row_no, "id", sample.id, f"duplicate id: row {first_row} of "
+                                  f"{first_file} has it too (a split never holds two samples with one id)")
+            seen[sample.id] = (src.file, row_no)
             validate_sample(sample, src.file, row_no)  # in the source frame: boxes vs the source image
             sample.image, sample.boxes, _ = to_model_frame(sample.image, sample.boxes, min_pixels, max_pixels)
             emitted += 1

@@ -125,11 +125,13 @@ def _write_split(samples: Iterable[Sample], path: Path, max_tokens: int,
     rep, h = SplitReport(), hashlib.sha256()
     by_source, by_task, faults = Counter(), Counter(), Counter()
     seen: set[str] = set()
+    duplicates: list[str] = []
     parts: list[datasets.Dataset] = []
     chunk: list[Sample] = []
     for s in samples:
         if s.id in seen:
-            raise ValueError(f"{path.name}: duplicate sample id {s.id!r}")
+            duplicates.append(s.id)
+            continue
         seen.add(s.id)
         if count_tokens(s) > max_tokens:
             rep.dropped_overlong += 1
@@ -142,6 +144,10 @@ def _write_split(samples: Iterable[Sample], path: Path, max_tokens: int,
         if len(chunk) == CHUNK:
             parts.append(to_dataset(chunk))
             chunk = []
+    if duplicates:  # read the whole split first, so the error names every duplicate, not the first
+        shown = sorted(set(duplicates))
+        raise ValueError(f"{path.name}: {len(duplicates)} samples repeat an id already in the split "
+                         f"({len(shown)} ids): {shown[:20]}{' ...' if len(shown) > 20 else ''}")
     if not parts and not chunk and rep.dropped_overlong:
         raise ValueError(f"{path.name}: all {rep.dropped_overlong} samples are longer than data.max_prompt_tokens="
                          f"{max_tokens} (raise it, or lower model.max_pixels)")

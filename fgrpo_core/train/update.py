@@ -48,23 +48,24 @@ from fgrpo_core.loss import policy_loss
 from fgrpo_core.train.policy import EncodedPrompt, collate, completion_logprobs, vision_token_ids
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UpdateSettings:
-    """The fields of ``FGRPOParams`` the update reads."""
+    """The fields of ``FGRPOParams`` the update reads. No defaults: each value (the paper's
+    included) is defined once, in ``FGRPOParams``/``RolloutParams``; build with ``from_params``."""
 
-    lr: float = 1e-6
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    beta: float = 0.01
-    aggregation: str = "token_mean"
-    max_tokens: int = 1024  # response budget, for fixed_length aggregation
-    update_batch: int = 64  # prompts per optimiser step
-    micro_batch: int = 8  # sequences per forward/backward
-    epochs: int = 1
-    temperature: float = 1.0  # sampling temperature: log-probs are taken at it
-    freeze_vision: bool = False
+    lr: float
+    weight_decay: float
+    grad_clip: float
+    clip_low: float
+    clip_high: float
+    beta: float
+    aggregation: str
+    max_tokens: int  # response budget, for fixed_length aggregation
+    update_batch: int  # prompts per optimiser step
+    micro_batch: int  # sequences per forward/backward
+    epochs: int
+    temperature: float  # sampling temperature: log-probs are taken at it
+    freeze_vision: bool
     # Compute precision (accelerate's mixed_precision: "no", "bf16", "fp16"). The weights the
     # optimiser steps stay float32 (master weights): an AdamW step of lr 1e-6 is below bf16's
     # resolution of a weight, so bf16 weights would barely move (measured on the tiny model: 1.8%

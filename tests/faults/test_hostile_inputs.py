@@ -28,11 +28,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fgrpo_core.advantages import compute_advantages
-from fgrpo_core.config import AdvantageMode, BenchmarkImport, SyntheticDataParams
+from fgrpo_core.config import AdvantageMode, BenchmarkImport, FGRPOParams, SyntheticDataParams
 from fgrpo_core.data.schema import SchemaError
 from fgrpo_core.judges.exact import ExactJudge
 from fgrpo_core.lagrangian import DualAscent, constraint_stats
-from fgrpo_core.loss import policy_loss
+from fgrpo_core.loss import policy_loss as _policy_loss
 from fgrpo_core.records import Rollout
 from fgrpo_core.rewards.spatial import spatial_grounding
 from fgrpo_core.train.scoring import CONSTRAINTS, score_rollouts
@@ -43,6 +43,19 @@ SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 LAMBDAS = {"consistency": 1.0, "semantic": 1.0, "spatial": 1.0}
 STATUSES = {"ok", "unparseable", "failed", "not_applicable"}
+_P = FGRPOParams()
+
+
+def policy_loss(*args, **kw):
+    """The loss with the params' defaults (the paper's values), as the trainer passes them."""
+    return _policy_loss(*args, **{"clip_low": _P.clip_low, "clip_high": _P.clip_high, "beta": _P.beta,
+                                  "aggregation": _P.loss_aggregation, **kw})
+
+
+def _dual(thresholds, **kw) -> DualAscent:
+    """DualAscent with the params' defaults, as ``DualAscent.from_params`` passes them."""
+    return DualAscent(thresholds, **{"lr": _P.lambda_lr, "init": _P.lambda_init, "max_value": _P.lambda_max,
+                                     "min_count": _P.lambda_min_count, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +103,7 @@ def _round_math(scores, mode: AdvantageMode) -> None:
     adv = compute_advantages(mode, task, cons, LAMBDAS, active=list(CONSTRAINTS), group_ids=gid).to(torch.float32)
     assert adv.shape == task.shape and torch.isfinite(adv).all(), (mode, adv)
     means, counts = constraint_stats(cons)
-    dual = DualAscent({k: 0.9 for k in CONSTRAINTS}, min_count=0)
+    dual = _dual({k: 0.9 for k in CONSTRAINTS}, min_count=0)
     for rec in dual.update(means, counts):
         assert math.isfinite(rec.lambda_after)
         assert rec.skipped == (rec.count == 0), rec  # an empty constraint never moves lambda
@@ -203,7 +216,9 @@ def test_bad_dataset_rows_are_named_by_file_row_and_field(image_root, rows):
     from fgrpo_core.data.importers import import_benchmark
 
     path = image_root / "data.jsonl"
-    clean = [{k: v for k, v in r.items() if v is not MISSING} for r in rows]
+    # ids unique unless hostile (the image fallback <task_type>/<id before '_'>.png is unchanged)
+    clean = [{k: (f"{v}_{n}" if k == "id" and v is VALID_ROW["id"] else v) for k, v in r.items() if v is not MISSING}
+             for n, r in enumerate(rows)]
     path.write_text("\n".join(json.dumps(r) for r in clean) + "\n")
     spec = BenchmarkImport(name="omnispatial", path=str(path))
     emitted = []
@@ -213,6 +228,10 @@ def test_bad_dataset_rows_are_named_by_file_row_and_field(image_root, rows):
     except SchemaError as err:
         row = len(emitted)  # rows are mapped in order: the first bad one stops the import
         assert err.file == str(path) and err.row == row, (err, row)
+        if err.field == "id" and err.problem.startswith("duplicate id"):
+            # ids are unique within a benchmark: a row repeating one already read is named as such
+            assert err.value in {s.id for s in emitted}, (err, [s.id for s in emitted])
+            return
         hostile = [k for k in HOSTILE if rows[row].get(k, MISSING) is not VALID_ROW.get(k, MISSING)]
         # the field that is wrong, by name (an absent image_path falls back to <task_type>/<id>.png,
         # documented in importers.FIELD_MAPPING, so the error then names 'id' and shows that path)
@@ -314,7 +333,7 @@ def test_singleton_groups_and_all_masked_constraints(mode):
 
 @pytest.mark.parametrize("min_count", [0, 1, 8])
 def test_dual_step_without_applicable_rollouts_keeps_lambda(min_count):
-    dual = DualAscent({"consistency": 0.95}, lr=0.05, init=1.0, max_value=5.0, min_count=min_count)
+    dual = _dual({"consistency": 0.95}, lr=0.05, init=1.0, max_value=5.0, min_count=min_count)
     (rec,) = dual.update({"consistency": math.nan}, {"consistency": 0})
     assert rec.skipped and rec.lambda_after == rec.lambda_before == 1.0 and dual.lambdas["consistency"] == 1.0
     assert rec.reason == ("nan_mean" if min_count == 0 else "few_rollouts")
@@ -322,16 +341,16 @@ def test_dual_step_without_applicable_rollouts_keeps_lambda(min_count):
 
 def test_lambda_at_its_bounds():
     # at lambda_max and still violated: stays at 5 (clip), never above
-    dual = DualAscent({"c": 0.95}, lr=0.05, init=5.0, max_value=5.0, min_count=1)
+    dual = _dual({"c": 0.95}, lr=0.05, init=5.0, max_value=5.0, min_count=1)
     (rec,) = dual.update({"c": 0.0}, {"c": 10})  # 5 + 0.05 * 0.95 = 5.0475 -> clipped to 5
     assert not rec.skipped and rec.lambda_after == 5.0
     # at 0 with slack: stays at 0, never negative
-    dual = DualAscent({"c": 0.95}, lr=0.05, init=0.0, max_value=5.0, min_count=1)
+    dual = _dual({"c": 0.95}, lr=0.05, init=0.0, max_value=5.0, min_count=1)
     (rec,) = dual.update({"c": 1.0}, {"c": 10})  # 0 + 0.05 * (0.95 - 1) = -0.0025 -> clipped to 0
     assert rec.lambda_after == 0.0
     # initial values outside [0, lambda_max] are clipped too
-    assert DualAscent({"c": 0.9}, init=7.0, max_value=5.0).lambdas["c"] == 5.0
-    assert DualAscent({"c": 0.9}, init=-1.0).lambdas["c"] == 0.0
+    assert _dual({"c": 0.9}, init=7.0, max_value=5.0).lambdas["c"] == 5.0
+    assert _dual({"c": 0.9}, init=-1.0).lambdas["c"] == 0.0
 
 
 def test_lambdas_at_bounds_keep_advantages_finite():
