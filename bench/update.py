@@ -4,7 +4,7 @@
                                                        [--tokens 96] [--repeats 3]
 
 All arms score the same replayed rollouts (the synthetic SFT traces of the prompts, see
-tests/replay.py) with the real grader and exact judge, and start from the same weights.
+tests/support/replay.py) with the real grader and exact judge, and start from the same weights.
   GRPO-T  ``PolicyUpdater.step`` with task-only advantages (constraints off)
   FGRPO   ``PolicyUpdater.step`` with FGRPO advantages (three constraints, lambda = 1)
   TRL     GRPOTrainer's work for the same round on the FGRPO advantages (bench/trl_update.py)
@@ -66,7 +66,7 @@ def main() -> None:
     from fgrpo_core.train.policy import encode_prompt
     from fgrpo_core.train.scoring import score_rollouts
     from fgrpo_core.train.update import PolicyUpdater, UpdateSettings
-    from tests.replay import ReplayEngine
+    from tests.support.replay import ReplayEngine
 
     samples = generate_samples(SyntheticDataParams(), n=args.prompts, split="rl", with_trace=True)
     settings = UpdateSettings.from_params(

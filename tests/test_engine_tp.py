@@ -30,8 +30,9 @@ def test_two_tensor_parallel_workers_sample_what_one_does(tiny_model_dir, restor
     from fgrpo_core.rollout.vllm_engine import VLLMEngine
 
     cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        pytest.skip("needs 2 CPU cores for 2 tensor-parallel workers")
+    # A machine with fewer cores cannot run this check: that is a failure, never a silent skip
+    # (CI has exactly 2 cores).
+    assert len(cores) >= 2, f"2 tensor-parallel workers need 2 CPU cores; this process may use {cores}"
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}|{cores[1]}")
     one = restore_vllm_weights  # the session engine: in-process, 1 worker
     tp = VLLMEngine(tiny_model_dir, dtype="float32", max_model_len=2048, seed=0, tensor_parallel_size=2,

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from fgrpo_core.config import AdvantageMode, Params
-from tests.replay import ReplayEngine, stage_with_traces
+from tests.support.replay import ReplayEngine, stage_with_traces
 
 N_RL = 12
 

@@ -6,7 +6,7 @@ error. Under FSDP the weight push, the checkpoint (weights and optimiser state) 
 gather or scatter the shards.
 
 Processes are started with ``--multi_gpu`` (torchrun), not ``--cpu``: see tests/test_update_ddp.py.
-The sampler is the replay engine (tests/replay.py), so both runs see the same rollouts whatever
+The sampler is the replay engine (tests/support/replay.py), so both runs see the same rollouts whatever
 the policy; the exact judge, advantages, update, dual ascent and checkpoints run for real.
 """
 
@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from fgrpo_core.config import AdvantageMode, Params
 from fgrpo_core.train.threads import cpu_threads
-from tests.replay import ReplayEngine, stage_with_traces
+from tests.support.replay import ReplayEngine, stage_with_traces
 from tests.test_update_ddp import launch_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def _launch_two(p, staged, model_dir, run: Path, strategy: str = "ddp") -> float
     data, traces = staged
     case = run.parent / "rounds-case.pt"
     torch.save(dict(params=p, data_dir=str(data), model_dir=str(model_dir), traces=traces, run=str(run)), case)
-    cmd = [*launch_args(strategy), str(REPO / "tests" / "ddp_rounds_worker.py"), str(case), str(run / "out")]
+    cmd = [*launch_args(strategy), str(REPO / "tests" / "support" / "ddp_rounds_worker.py"), str(case), str(run / "out")]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="",
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     t0 = time.perf_counter()

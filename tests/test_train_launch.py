@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.replay import stage_with_traces
+from tests.support.replay import stage_with_traces
 from tests.test_update_ddp import launch_args
 
 REPO = Path(__file__).resolve().parents[1]

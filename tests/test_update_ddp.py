@@ -1,5 +1,5 @@
 """The policy update under ``accelerate launch`` with 2 processes on the CPU (gloo), as DDP and as
-FSDP2 (the shipped configs/accelerate/fsdp.yaml, see tests/fsdp_cpu.py): the same step as one
+FSDP2 (the shipped configs/accelerate/fsdp.yaml, see tests/support/fsdp_cpu.py): the same step as one
 process, with each rank doing only its share.
 
 How the processes are started: ``accelerate launch --cpu --num_processes 2`` starts ONE process
@@ -38,7 +38,7 @@ from fgrpo_core.records import PromptInput
 from fgrpo_core.train import update as update_mod
 from fgrpo_core.train.policy import encode_prompt
 from fgrpo_core.train.threads import cpu_threads
-from tests.ddp_update_worker import capture_grads
+from tests.support.ddp_update_worker import capture_grads
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP_SIZES = (3, 1, 2, 4)
@@ -104,7 +104,7 @@ def launch_args(strategy: str) -> list[str]:
 def _launch_two(case, tmp_path, strategy: str = "ddp") -> tuple[Path, float]:
     torch.save(case, tmp_path / "case.pt")
     cmd = [*launch_args(strategy),
-           str(REPO / "tests" / "ddp_update_worker.py"), str(tmp_path / "case.pt"), str(tmp_path / "out")]
+           str(REPO / "tests" / "support" / "ddp_update_worker.py"), str(tmp_path / "case.pt"), str(tmp_path / "out")]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="",
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     t0 = time.perf_counter()

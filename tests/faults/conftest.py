@@ -23,7 +23,7 @@ TIMING_COLUMNS = ["rollout_s", "score_s", "update_s", "tokens_per_s"]
 @pytest.fixture(scope="session")
 def faults_data(tmp_path_factory):
     """A staged dataset from the tiny preset (8 RL prompts), and the SFT-style traces of the RL
-    prompts (for tests.replay.ReplayEngine), as a JSON file."""
+    prompts (for tests.support.replay.ReplayEngine), as a JSON file."""
     from fgrpo_core.config import load_params
     from fgrpo_core.data.stage import stage_data
     from fgrpo_core.data.synthetic import generate_samples

@@ -6,7 +6,7 @@ imported by production code; the hooks are switched on by environment variables:
 
     FGRPO_FAULTS_PAUSE=PHASE@ROUND   stop in round ROUND at PHASE (below): write the marker file,
     FGRPO_FAULTS_MARKER=FILE         then sleep until the test's SIGKILL arrives
-    FGRPO_FAULTS_REPLAY=FILE         sample with tests.replay.ReplayEngine (traces JSON) instead of
+    FGRPO_FAULTS_REPLAY=FILE         sample with tests.support.replay.ReplayEngine (traces JSON) instead of
                                      the engine the params name (signals that move; see replay.py)
     FGRPO_FAULTS_LOG=DEBUG           configure the root logger at that level (captured by the test)
 
@@ -156,7 +156,7 @@ def install() -> None:
     replay = os.environ.get("FGRPO_FAULTS_REPLAY")
     if replay:
         from fgrpo_core.models.loading import load_processor
-        from tests.replay import ReplayEngine
+        from tests.support.replay import ReplayEngine
 
         traces = {k: tuple(v) for k, v in json.loads(Path(replay).read_text()).items()}
 

@@ -93,7 +93,7 @@ def flaky_server(monkeypatch):
 def test_rounds_complete_and_count_judge_failures(flaky_server, tmp_path, tiny_model_dir, faults_data):
     from fgrpo_core.models.loading import load_processor
     from fgrpo_core.train.setup import create_trainer
-    from tests.replay import ReplayEngine
+    from tests.support.replay import ReplayEngine
 
     server, plan = flaky_server
     data_dir, traces_file = faults_data

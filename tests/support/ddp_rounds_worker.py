@@ -1,6 +1,6 @@
 """FGRPO rounds under ``accelerate launch`` (run by tests/test_rounds_ddp.py).
 
-    python -m accelerate.commands.launch --multi_gpu --num_processes 2 ... tests/ddp_rounds_worker.py CASE OUT
+    python -m accelerate.commands.launch --multi_gpu --num_processes 2 ... tests/support/ddp_rounds_worker.py CASE OUT
 
 CASE is a ``torch.save`` of the params, the staged data and tiny model directories and the replay
 traces. Every rank runs round 1, drops its trainer ("killed"), builds a new one, resumes and runs
@@ -29,8 +29,8 @@ def main(case_path: str, out_dir: str) -> int:
     from fgrpo_core.train import rounds as rounds_mod
     from fgrpo_core.train.setup import create_trainer
     from fgrpo_core.train.update import process_state
-    from tests import fsdp_cpu
-    from tests.replay import ReplayEngine
+    from tests.support import fsdp_cpu
+    from tests.support.replay import ReplayEngine
 
     torch.set_num_threads(1)
     case = torch.load(case_path, weights_only=False)

@@ -1,10 +1,10 @@
 """One ``PolicyUpdater.step`` under ``accelerate launch`` (run by tests/test_update_ddp.py).
 
-    python -m accelerate.commands.launch --multi_gpu --num_processes 2 ... tests/ddp_update_worker.py CASE OUT
+    python -m accelerate.commands.launch --multi_gpu --num_processes 2 ... tests/support/ddp_update_worker.py CASE OUT
 
 CASE is a ``torch.save`` of the batch (model dir, encoded prompts, completions, advantages, group
 ids, settings, seeds, whether to enable gradient checkpointing). Launched with the FSDP config,
-the worker sets accelerate's FSDP state first (tests/fsdp_cpu.py). Every rank runs the step; rank 0 writes OUT/weights.safetensors,
+the worker sets accelerate's FSDP state first (tests/support/fsdp_cpu.py). Every rank runs the step; rank 0 writes OUT/weights.safetensors,
 OUT/grads.pt (each optimiser step's gradient before clipping, flattened: [steps, P]), OUT/stats.json
 and OUT/calls.json: for each rank, every ``collate`` the updater made, as (grad enabled,
 completion token ids of its rows), i.e. which rollouts that rank scored.
@@ -44,7 +44,7 @@ def main(case_path: str, out_dir: str) -> int:
 
     from fgrpo_core.models.loading import load_policy
     from fgrpo_core.train import update as update_mod
-    from tests import fsdp_cpu
+    from tests.support import fsdp_cpu
 
     torch.set_num_threads(1)
     case = torch.load(case_path, weights_only=False)
