@@ -52,10 +52,13 @@ class Prefect:
             assert proc.returncode == 0, f"prefect {' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc
 
-    def fgrpo_prefect(self, action: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    def fgrpo_prefect(self, action: str, step_timeout: float = 1200) -> subprocess.CompletedProcess:
+        """`fgrpo prefect ACTION`; each of its steps may wait `step_timeout` s (a loaded 2-core CI
+        machine needed > 300 s for `prefect deploy --all` alone), so 3 of them bound the call."""
         env = {k: v for k, v in self.env.items() if k != "PREFECT_API_URL"}  # before `source .prefect-local/env`
-        return subprocess.run([FGRPO, "prefect", action, "--port", str(self.port)], cwd=self.root, env=env,
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run([FGRPO, "prefect", action, "--port", str(self.port), "--timeout", str(step_timeout)],
+                              cwd=self.root, env=env, capture_output=True, text=True, timeout=3 * step_timeout + 60,
+                              stdin=subprocess.DEVNULL)
 
     def post(self, path: str, body: dict) -> list | dict:
         r = httpx.post(f"{self.api}{path}", json=body, timeout=30)
@@ -103,7 +106,7 @@ def prefect(tmp_path_factory):
         yield p
     finally:
         try:
-            p.fgrpo_prefect("down", timeout=120)
+            p.fgrpo_prefect("down", step_timeout=60)
         finally:
             for name in ("worker", "server"):  # whatever `down` could not stop
                 try:
