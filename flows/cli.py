@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-gate": ("flows.cmd_eval:gate_main", "fail (exit 1) when metrics regress beyond tolerances"),
     "judge-agreement": ("flows.cmd_judges:agreement_main", "model judges vs the exact verifier"),
     "pipeline": ("flows.cmd_pipeline:main", "run the whole Prefect flow locally"),
+    "prefect": ("flows.cmd_prefect:main", "up|down|status: local Prefect server, pool, limit, deployments, worker"),
     "repro": ("flows.cmd_repro:main", "the paper's ablation table at toy scale, one SFT checkpoint"),
 }
 

@@ -128,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = result.metrics.mean
     print(f"mean accuracy {m.accuracy.value:.3f}  IR {m.inconsistency_rate.value:.3f}  "
           f"semantic {m.semantic_grounding.value:.3f}  spatial {m.spatial_grounding.value:.3f}")
-    print(f"wrote {out.metrics}, {out.samples}, {out.table}, {out.report}" + "".join(f", {p}" for p in out.plots))
+    print(f"wrote {out.metrics}, {out.headline}, {out.samples}, {out.table}, {out.report}"
+          + "".join(f", {p}" for p in out.plots))
     return 0
 
 

@@ -21,7 +21,7 @@ from flows.rounds import RUNNER_CODE, train_rounds
 from flows.stages import StageIdentity, identity_from_disk, project_root
 from tasks.common import run_stage
 from tasks.stages import RunParams, base_model, evaluate, sft, stage_data
-from tasks.version import push, record_versions, remote_settings
+from tasks.version import default_remote, push, record_versions, remote_settings
 
 
 def run_params(params_file: str, overrides: list[str] | None) -> RunParams:
@@ -55,10 +55,11 @@ def fgrpo_pipeline(params_file: str = "params.yaml", overrides: list[str] | None
     metrics = run_stage(evaluate, run, stage_identity("evaluate", run), checkpoint=policy.path)
 
     versioned = record_versions(run)
-    remote = remote_settings(run.params.storage)
-    if versioned and remote:
+    remote = remote_settings(run.params.storage)  # None: the project's default DVC remote, if any
+    pushed = bool(versioned and (remote or default_remote()))
+    if pushed:
         push(remote)
 
     get_run_logger().info("done: policy %s, metrics %s", policy.path, metrics.path)
     return {"model": model.path, "data": data.path, "sft": warm.path, "policy": policy.path,
-            "metrics": metrics.path, "versioned": versioned, "pushed": bool(versioned and remote)}
+            "metrics": metrics.path, "versioned": versioned, "pushed": pushed}

@@ -1,4 +1,5 @@
-"""A scratch copy of the project for a whole-pipeline run (tests, bench/orchestration.py).
+"""A scratch copy of the project for a whole-pipeline run (tests, bench/orchestration.py), or a
+fresh ``git clone`` of it set up the way a user sets one up (:func:`clone_project`).
 
 The copy holds the code, dvc.yaml, .dvcignore, prefect.yaml and a ``params.yaml`` resolved from a
 preset plus overrides, inside a fresh git repository with DVC initialised, so ``dvc repro``,
@@ -76,4 +77,23 @@ def make_scratch_project(dest: str | Path, preset: str | Path = PROJECT / "param
         _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], dest)
         _run(["git", "add", "-A"], dest)
         _run(["git", "commit", "-q", "-m", "scratch project"], dest)
+    return dest
+
+
+def clone_project(dest: str | Path, overrides: Sequence[str] = SMOKE_OVERRIDES, source: str | Path = PROJECT) -> Path:
+    """``git clone`` the project (its committed HEAD) into ``dest``, then what a user types there for
+    a small run: ``fgrpo pipeline --params params/tiny.yaml --set ... --write-params params.yaml``.
+
+    Nothing else is prepared: ``.dvc/``, ``dvc.yaml``, ``prefect.yaml`` and the code are the
+    repository's. The clone gets a local git identity so commits work on a bare CI machine.
+    """
+    dest = Path(dest)
+    _run(["git", "clone", "-q", str(source), str(dest)], dest.parent)
+    _run(["git", "config", "user.email", "clone@fgrpo.invalid"], dest)
+    _run(["git", "config", "user.name", "fgrpo clone"], dest)
+    argv = [sys.executable, "-m", "flows.cli", "pipeline", "--params", "params/tiny.yaml"]
+    for o in overrides:
+        argv += ["--set", o]
+    subprocess.run([*argv, "--write-params", "params.yaml"], cwd=dest, env=scratch_env(dest), check=True,
+                   capture_output=True, text=True)
     return dest

@@ -77,14 +77,41 @@ def run_stage(task, params: Any, identity: StageIdentity, **kwargs: Any) -> Outp
     return out
 
 
+_LIMIT_CHECKED: set[str] = set()
+
+
+def ensure_gpu_limit() -> None:
+    """Create the ``fgrpo-gpu`` limit (1 slot) on the API this run talks to, when it is missing.
+
+    ``fgrpo prefect up`` creates it on a server; a local ``fgrpo pipeline`` talks to a temporary
+    API over the same database, where nobody did, and Prefect warned on every GPU stage that the
+    limit does not exist (and serialised nothing). An existing limit keeps its value.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        if client.api_url and str(client.api_url) in _LIMIT_CHECKED:
+            return
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1))
+            except ObjectAlreadyExists:  # another flow run created it meanwhile
+                pass
+        _LIMIT_CHECKED.add(str(client.api_url))
+
+
 @contextlib.contextmanager
 def gpu_slot() -> Iterator[None]:
     """Hold one slot of the ``fgrpo-gpu`` limit while a GPU stage runs.
 
-    Serialises GPU stages across flow runs (the nightly evaluation and a training run) when the
-    limit exists on the Prefect server; without it (or in a local run, where the flow's stages
-    are sequential anyway) this does nothing.
+    Serialises GPU stages across flow runs (the nightly evaluation and a training run); the
+    limit is created (1 slot) when the API has none.
     """
+    ensure_gpu_limit()
     with concurrency(GPU_LIMIT, occupy=1, strict=False):
         yield
 

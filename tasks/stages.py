@@ -122,7 +122,7 @@ def sft(params: RunParams, identity: StageIdentity) -> Output:
 @task(name="evaluate", cache_policy=STAGE_CACHE)
 def evaluate(params: RunParams, identity: StageIdentity, checkpoint: str, artifact_key: str = "eval") -> Output:
     """``fgrpo evaluate --checkpoint C``; artifacts: the final metrics table and the plot paths."""
-    from fgrpo_core.eval.outputs import benchmark_table_path
+    from fgrpo_core.eval.outputs import benchmark_table_path, headline_path
     from flows.judge_keys import endpoint_in_use, export_judge_key
 
     ep = params.params.eval
@@ -135,4 +135,5 @@ def evaluate(params: RunParams, identity: StageIdentity, checkpoint: str, artifa
                              key=f"{artifact_key}-metrics", description="final metrics per benchmark")
     create_markdown_artifact(plots_markdown(ep.report_dir), key=f"{artifact_key}-plots",
                              description="report and plots")
-    return Output.of("evaluate", ep.out_path, ep.samples_path, str(table), ep.report_dir)
+    return Output.of("evaluate", ep.out_path, str(headline_path(ep.out_path)), ep.samples_path, str(table),
+                     ep.report_dir)

@@ -5,7 +5,8 @@
   with other params or overrides is left unrecorded, and the artifact says why.
 - The remote (S3 or any S3-compatible store) comes from ``storage.remote_url`` /
   ``storage.endpoint_url`` or the environment (``FGRPO_DVC_REMOTE``, ``FGRPO_S3_ENDPOINT``), and
-  is written to ``.dvc/config`` (a URL, never a secret). Credentials come from the environment
+  is written to ``.dvc/config`` (a URL, never a secret); else it is the project's default DVC
+  remote when one is configured (``dvc remote add -d storage s3://bucket/fgrpo`` or a folder). Credentials come from the environment
   only (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` or ``AWS_PROFILE``),
   read by s3fs/boto when DVC talks to the store.
 - Only talking to the remote can fail for outside reasons, so only those tasks retry.
@@ -59,6 +60,12 @@ def configure_remote(remote: Remote, root: str | Path = ".") -> None:
         dvc("remote", "modify", "--unset", REMOTE_NAME, "endpointurl", cwd=root)
 
 
+def default_remote(root: str | Path = ".") -> str | None:
+    """The name of the project's default DVC remote (``dvc remote default``), None when unset."""
+    proc = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=root, capture_output=True, text=True)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
 def dvc_reads_same_params(run: RunParams) -> tuple[bool, str]:
     """Does ``params.yaml`` resolve to the params this run used? (else dvc.lock would lie)."""
     if not Path(DVC_PARAMS).is_file():
@@ -99,9 +106,11 @@ def record_versions(run: RunParams) -> bool:
 
 
 @task(name="dvc-push", retries=3, retry_delay_seconds=[10, 30, 90])
-def push(remote: Remote) -> str:
-    """``dvc push`` to the configured remote (retried: the store can be briefly unreachable)."""
-    configure_remote(remote)
+def push(remote: Remote | None) -> str:
+    """``dvc push`` to ``remote`` (made the default first), or to the default remote when None
+    (retried: the store can be briefly unreachable)."""
+    if remote is not None:
+        configure_remote(remote)
     out = dvc("push")
     get_run_logger().info(out.strip())
     return out

@@ -1,13 +1,18 @@
-"""`dvc repro` of the whole pipeline in a scratch git repository, and the S3 remote.
+"""`dvc repro` of the whole pipeline in a fresh `git clone` of the repository, and the S3 remote.
 
-One tiny end-to-end repro (every stage for real on the tiny model, smallest sizes) is shared by
-the tests of this module, which run in order: first repro runs every stage; a second does
-nothing; a change of one params key reruns exactly the stages that read it and those
-downstream; push to a real S3-compatible server (moto) on 127.0.0.1, wipe, pull, same hashes.
+What a user does: clone, write a small params.yaml with the documented command (`fgrpo pipeline
+--params params/tiny.yaml --set ... --write-params params.yaml`), `dvc repro`. The clone is the
+repository's committed HEAD: nothing else is prepared (its `.dvc/` is the committed one). One
+tiny end-to-end repro (every stage for real on the tiny model, smallest sizes) is shared by the
+tests of this module, which run in order: first repro runs every stage; `dvc metrics show` gives
+the headline values of eval.json; a second repro does nothing; a change of one params key reruns
+exactly the stages that read it and those downstream (`dvc params diff`, `dvc metrics diff`);
+push to a real S3-compatible server (moto) on 127.0.0.1, wipe, pull, same hashes.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -22,10 +27,11 @@ import yaml
 
 from fgrpo_core.config import load_params
 from flows.cmd_pipeline import write_params
-from flows.scratch import make_scratch_project, scratch_env
+from flows.scratch import clone_project, scratch_env
 from flows.stages import content_hash, load_stages
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.engine]
+WALL: dict[str, float] = {}  # wall times of the user's commands (printed by the last test)
 ALL_STAGES = ["tiny_model", "stage_data", "sft", "train", "evaluate"]
 
 
@@ -56,17 +62,42 @@ def outputs(root: Path) -> dict[str, str]:
     return {p: content_hash([p], root) for p in paths}
 
 
+def timed(name: str, repo: Repo, *args: str) -> str:
+    t0 = time.perf_counter()
+    out = dvc(repo, *args)
+    WALL[name] = time.perf_counter() - t0
+    return out
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Repo:
-    root = make_scratch_project(tmp_path_factory.mktemp("dvc") / "project")
+    root = clone_project(tmp_path_factory.mktemp("dvc") / "clone")
     r = Repo(root, scratch_env(root), "")
-    r.first_output = dvc(r, "repro")
+    assert (root / ".dvc/config").is_file() and not (root / "dvc.lock").exists()  # as committed
+    r.first_output = timed("dvc repro (first)", r, "repro")
     return r
 
 
 def test_first_repro_runs_every_stage_in_order(repo):
     assert ran(repo.first_output) == ALL_STAGES
     root = repo.root
+    # the headline file is the only DVC metrics file; its numbers are eval.json's point estimates
+    shown = json.loads(dvc(repo, "metrics", "show", "--json"))[""]["data"]  # "": the workspace
+    headline = json.loads((root / "metrics/eval_headline.json").read_text())
+    assert set(shown) == {"metrics/eval_headline.json"} and shown["metrics/eval_headline.json"]["data"] == headline
+    full = json.loads((root / "metrics/eval.json").read_text())["benchmarks"]["synthetic"]
+    assert headline["synthetic"] == {"accuracy": round(full["accuracy"], 4), "IR": round(full["inconsistency_rate"], 4),
+                                     "semantic": _r4(full["semantic_grounding"]),
+                                     "spatial": _r4(full["spatial_grounding"])}
+    # accuracy is the share of the 8 evaluated samples answered right (per-sample JSONL)
+    samples = [json.loads(line) for line in (root / "metrics/eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and full["accuracy"] == pytest.approx(sum(s["correct"] for s in samples) / 8, abs=1e-6)
+    # the final lambda is the last dual step's lambda_after of each constraint
+    import pandas as pd
+
+    mult = pd.read_csv(root / "runs/multipliers.csv")
+    last = mult.sort_values("step").groupby("constraint").tail(1).set_index("constraint")["lambda_after"]
+    assert headline["lambda"] == pytest.approx(last.to_dict(), abs=1e-6)
     assert (root / "models/tiny-qwen2.5-vl/config.json").is_file()
     assert (root / "data/staged/manifest.json").is_file()
     assert list((root / "checkpoints/sft/model").glob("*.safetensors"))
@@ -85,6 +116,10 @@ def test_first_repro_runs_every_stage_in_order(repo):
     assert (root / "checkpoints/fgrpo/round-2/trainer_state.pt").is_file()  # kept in the workspace to resume
 
 
+def _r4(x):
+    return None if x is None else round(x, 4)
+
+
 def test_plots_render(repo, tmp_path):
     out = dvc(repo, "plots", "show", "--json")
     for name in ("lambda per round", "constraint means per round", "multiplier history",
@@ -94,12 +129,15 @@ def test_plots_render(repo, tmp_path):
 
 def test_second_repro_does_nothing(repo):
     before = outputs(repo.root)
-    t0 = time.perf_counter()
-    out = dvc(repo, "repro")
+    out = timed("dvc repro (second)", repo, "repro")
     assert ran(out) == [], out
     assert all(f"Stage '{s}' didn't change, skipping" in out for s in ALL_STAGES), out
     assert outputs(repo.root) == before
-    assert time.perf_counter() - t0 < 60
+    assert WALL["dvc repro (second)"] < 60
+    assert "Data and pipelines are up to date" in dvc(repo, "status")
+    # the user commits the run (dvc.lock, their params.yaml), so later diffs compare against it
+    subprocess.run(["git", "add", "dvc.lock", "params.yaml"], cwd=repo.root, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "tiny run"], cwd=repo.root, check=True)
 
 
 def test_one_params_key_reruns_only_dependent_stages(repo):
@@ -113,8 +151,18 @@ def test_one_params_key_reruns_only_dependent_stages(repo):
     assert "train:" in status and re.search(r"modified:\s+fgrpo\b", status), status
     assert not any(f"{s}:" in status for s in ("tiny_model", "stage_data", "sft")), status
 
-    out = dvc(repo, "repro")
+    # against the committed first run (HEAD): exactly the one key
+    changed = json.loads(dvc(repo, "params", "diff", "--json"))["params.yaml"]
+    assert list(changed) == ["fgrpo.lr"] and changed["fgrpo.lr"]["new"] == pytest.approx(3 * changed["fgrpo.lr"]["old"])
+    headline_before = json.loads((root / "metrics/eval_headline.json").read_text())
+    out = timed("dvc repro (fgrpo.lr changed)", repo, "repro")
     assert ran(out) == ["train", "evaluate"], out
+    # `dvc metrics diff` against the committed first run: a few rows (headline keys), fits a terminal
+    diff = json.loads(dvc(repo, "metrics", "diff", "--json", "--all"))["metrics/eval_headline.json"]
+    keys = {f"{g}.{k}": v for g, vals in headline_before.items() for k, v in vals.items()}
+    numeric = {k for k, v in keys.items() if v is not None}
+    assert numeric <= set(diff) <= set(keys) and len(keys) <= 16, diff
+    assert all(diff[k]["old"] == pytest.approx(keys[k]) for k in numeric)
     after = outputs(root)
     for unchanged in ("models/tiny-qwen2.5-vl", "data/staged", "checkpoints/sft"):
         assert after[unchanged] == before[unchanged], unchanged
@@ -127,6 +175,7 @@ def test_one_params_key_reruns_only_dependent_stages(repo):
     hist = pd.read_csv(root / "runs/train_metrics.csv")
     assert hist["round"].tolist() == [1, 2]
     assert ran(dvc(repo, "repro")) == []
+    print("\nwall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in WALL.items()))
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from fgrpo_core.eval.curves import read_multipliers, read_train_metrics
+from fgrpo_core.eval.headline import headline_metrics, write_headline_json
 from fgrpo_core.eval.plots import plot_benchmark_bars, plot_curriculum, plot_training_curves
 from fgrpo_core.eval.report import markdown_report, write_benchmark_table, write_metrics_json
 from fgrpo_core.eval.results import write_samples
@@ -26,6 +27,7 @@ class EvalOutputs:
     table: Path
     report: Path
     plots: list[Path] = field(default_factory=list)
+    headline: Path | None = None
 
 
 def write_eval_outputs(
@@ -41,7 +43,8 @@ def write_eval_outputs(
     n_examples: int = 1,
 ) -> EvalOutputs:
     """eval.json, the per-sample JSONL, ``<metrics stem>_benchmarks.csv`` (one row per benchmark,
-    for DVC plots) beside eval.json, ``report_dir/eval.md`` and its PNGs.
+    for DVC plots) and ``<metrics stem>_headline.json`` (the few numbers DVC shows as metrics,
+    with the final λ of ``multipliers_csv``) beside eval.json, ``report_dir/eval.md`` and its PNGs.
 
     Training histories are plotted when their paths are given and exist (an evaluation of a
     checkpoint that was not trained here has none).
@@ -54,6 +57,7 @@ def write_eval_outputs(
     plots: list[tuple[str, Path]] = [
         ("Per benchmark", plot_benchmark_bars([(run_name, result.metrics)], report_dir / BENCHMARKS_PNG))
     ]
+    rows = []
     if multipliers_csv is not None and Path(multipliers_csv).is_file():
         rows = read_multipliers(multipliers_csv)
         if rows:
@@ -77,10 +81,17 @@ def write_eval_outputs(
     )
     report = report_dir / REPORT_MD
     report.write_text(text)
-    return EvalOutputs(metrics, samples, table, report, [p for _, p in plots])
+    headline = write_headline_json(headline_metrics(result.metrics, rows), headline_path(metrics_path))
+    return EvalOutputs(metrics, samples, table, report, [p for _, p in plots], headline)
 
 
 def benchmark_table_path(metrics_path: str | Path) -> Path:
     """metrics/eval.json -> metrics/eval_benchmarks.csv"""
     p = Path(metrics_path)
     return p.with_name(f"{p.stem}_benchmarks.csv")
+
+
+def headline_path(metrics_path: str | Path) -> Path:
+    """metrics/eval.json -> metrics/eval_headline.json (the DVC metrics file)"""
+    p = Path(metrics_path)
+    return p.with_name(f"{p.stem}_headline.json")
