@@ -97,6 +97,23 @@ def block_absent_packages() -> None:
             sys.modules[name] = None  # "import vllm" now fails as it would on the GPU machine
 
 
+def import_check() -> dict:
+    """Import FGRPO_MODULES with ABSENT_PACKAGES blocked (call block_absent_packages first): what
+    was blocked, and which absent package got imported for real anyway (none, or this raised)."""
+    import importlib
+
+    blocked = []
+    for name in ABSENT_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            blocked.append(name)
+    for m in FGRPO_MODULES:
+        importlib.import_module(m)
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ABSENT_PACKAGES and sys.modules[m] is not None)
+    return {"blocked_imports": blocked, "fgrpo_modules": list(FGRPO_MODULES), "absent_but_imported": loaded}
+
+
 # ---------------------------------------------------------------------------------------------
 # Model shape and FLOPs
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +273,8 @@ class Report:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True, allow_nan=False, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(_finite(self.data), indent=2, sort_keys=True, allow_nan=False,
+                                  default=_jsonable) + "\n")
         os.replace(tmp, self.path)
 
     @contextmanager
@@ -291,6 +309,17 @@ class Report:
 
 class _Skip(Exception):
     pass
+
+
+def _finite(x):
+    """NaN and infinities become null (JSON has no such numbers)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _jsonable(x):
@@ -384,12 +413,15 @@ def run_update(args, rep: Report, deadline: float, device, model, ref, config, f
     # Warm-up: one whole step, not timed (kernels, cuBLAS handles, AdamW state, allocator pools).
     everyone = list(range(len(batch["completions"])))
     out["warmup_s"] = step("fgrpo", everyone, seed=0)
+    # Whether the vision tower really got gradients (frozen or not reached): its backward counts or not.
+    policy = updater.accelerator.unwrap_model(updater.model)
+    vision_trained = any(p.grad is not None for n, p in policy.named_parameters() if ".visual." in f".{n}")
     rows = batch["rows"]
     tokens = sum(p + c for p, c, _ in rows)
     completion_tokens = sum(c for _, c, _ in rows)
-    flops = step_flops(config, rows, vision_trainable=not settings.freeze_vision, with_reference=settings.beta != 0)
+    flops = step_flops(config, rows, vision_trainable=vision_trained, with_reference=settings.beta != 0)
     out.update(tokens_per_step=tokens, completion_tokens_per_step=completion_tokens, flops_per_step=flops,
-               sequences_per_step=len(rows))
+               sequences_per_step=len(rows), vision_trained=vision_trained)
     times: dict[str, list[float]] = {"fgrpo": [], "grpo_t": []}
     # Interleaved A B B A A B ...: a slow drift (clocks, allocator) weighs on both arms alike.
     order = [("fgrpo", "grpo_t")[(k + 1) // 2 % 2] for k in range(2 * args.steps)]
@@ -415,10 +447,11 @@ def run_update(args, rep: Report, deadline: float, device, model, ref, config, f
     if times["fgrpo"] and times["grpo_t"]:
         out["ratio_fgrpo_over_grpo_t"] = out["fgrpo"]["seconds_per_step"] / out["grpo_t"]["seconds_per_step"]
     out["peak_memory"] = peaks["update"]
-    # Free the optimiser, gradients and reference before generation.
-    policy = updater.accelerator.unwrap_model(updater.model)
+    # Free the optimiser state, gradients and reference before generation (accelerate keeps its own
+    # references to what it prepared: free_memory drops them).
     policy.zero_grad(set_to_none=True)
-    updater.optimizer = updater.scheduler = updater.ref_model = None
+    updater.accelerator.free_memory()
+    updater.model = updater.optimizer = updater.scheduler = updater.ref_model = None
     return policy
 
 
@@ -476,7 +509,7 @@ def table(d: dict) -> str:
              f"model {sh.get('model')}: {f(sh.get('params_total', 0) / 1e9)} B params "
              f"({f((sh.get('params_trainable') or 0) / 1e9)} B trained), {sh.get('mixed_precision')} compute, "
              f"float32 master weights, gradient checkpointing {sh.get('gradient_checkpointing')}, "
-             f"vision frozen {sh.get('freeze_vision')}",
+             f"freeze_vision {sh.get('freeze_vision')} (vision tower trained: {up.get('vision_trained', '-')})",
              f"round: {sh.get('prompts')} prompts x G={sh.get('group')} = {up.get('sequences_per_step')} seqs, "
              f"image {sh.get('image_px')} px ({sh.get('image_patches')} patches), <= {sh.get('max_tokens')} "
              f"response tokens, micro_batch {sh.get('micro_batch')}; {f(up.get('tokens_per_step'), 'd')} tokens "
@@ -543,6 +576,7 @@ def main(argv=None) -> int:
     rep = Report(path, start, args.budget_s)
     rep.data["args"] = vars(args)
 
+    imports = import_check()
     import accelerate
     import torch
     import transformers
@@ -576,18 +610,19 @@ def main(argv=None) -> int:
     rep.data["env"] = {"python": platform.python_version(), "torch": torch.__version__,
                        "transformers": transformers.__version__, "accelerate": accelerate.__version__,
                        "pydantic": pydantic.__version__, "pydantic_path": str(Path(pydantic.__file__).parent),
-                       "device": str(device), "device_name": name, "blocked_imports": list(ABSENT_PACKAGES),
+                       "device": str(device), "device_name": name, **imports,
                        "startup_s": round(time.perf_counter() - start, 2)}
     rep.write()
     peaks: dict = {}
 
-    with rep.phase("matmul", cap_s=20) as deadline:
+    b = args.budget_s  # phase caps are shares of the whole budget (420 s: 21, 126, 294, 126 s)
+    with rep.phase("matmul", cap_s=0.05 * b) as deadline:
         if deadline:
             rep.data["matmul"] = measure_matmul(device, args.matmul_n or (8192 if device.type == "cuda" else 512),
                                                 deadline)
 
     model = ref = batch = config = None
-    with rep.phase("build", cap_s=120) as deadline:
+    with rep.phase("build", cap_s=0.3 * b) as deadline:
         if deadline:
             config = build_config(args.shape)
             from transformers import Qwen2_5_VLForConditionalGeneration
@@ -616,13 +651,13 @@ def main(argv=None) -> int:
             rep.data["build"] = {"peak_memory": peaks["build"]}
 
     policy = None
-    with rep.phase("update", cap_s=300, reserve_s=70) as deadline:
+    with rep.phase("update", cap_s=0.7 * b, reserve_s=0.17 * b) as deadline:
         if deadline and model is None:
             raise _Skip("no model")
         if deadline:
             policy = run_update(args, rep, deadline, device, model, ref, config, fgrpo, rollout, mixed, batch, peaks)
     ref = None
-    model = policy or model
+    model = policy if policy is not None else model
     if device.type == "cuda":
         import gc
 
@@ -630,7 +665,7 @@ def main(argv=None) -> int:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
-    with rep.phase("generate", cap_s=120, reserve_s=5) as deadline:
+    with rep.phase("generate", cap_s=0.3 * b, reserve_s=0.01 * b) as deadline:
         if deadline and model is None:
             raise _Skip("no model")
         if deadline:

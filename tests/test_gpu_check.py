@@ -28,28 +28,35 @@ WHEEL_BUDGET = 4 * 2 ** 20
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update(PYTHONPATH=str(ROOT), PYTHON=sys.executable, OMP_NUM_THREADS="1", **extra)
-    env.pop("FGRPO_FORCE_WHEELS", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("FGRPO_FORCE_WHEELS", "FGRPO_WHEELS_ONLY", "OUT")}
+    env.update({"PYTHONPATH": str(ROOT), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", **extra})
     return env
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(1600)
 def test_dry_run_through_the_shell_entry(tmp_path):
     """bash bench/gpu_check.sh --device cpu --shape tiny: every phase runs, the JSON lands in $OUT,
-    and its figures are finite, positive and agree with each other."""
+    and its figures are finite, positive and agree with each other. The script first blocks vLLM,
+    TRL, Prefect, datasets and DVC (None in sys.modules: "import vllm" raises, as on the GPU
+    machine) and imports its fgrpo_core modules, so this run is also the import check.
+    (~40 s on an idle 2-core machine; the budget, whose shares cap each phase, is large so that a
+    loaded machine cannot cut a phase short: this test checks the figures, not the speed.)"""
+    from bench.gpu_update import ABSENT_PACKAGES, FGRPO_MODULES
+
     args = ["--device", "cpu", "--shape", "tiny", "--prompts", "2", "--group", "2", "--max-tokens", "12",
             "--image-px", "224", "--text-tokens", "16", "--gen-prompts", "1", "--steps", "1",
-            "--peak-tflops", "2.0", "--mixed-precision", "bf16", "--budget-s", "240"]
+            "--peak-tflops", "2.0", "--mixed-precision", "bf16", "--budget-s", "5000"]
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), *args], cwd=tmp_path,
-                          env=_env(OUT=str(tmp_path)), capture_output=True, text=True, timeout=280)
+                          env=_env(OUT=str(tmp_path)), capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     d = json.loads((tmp_path / "gpu_check.json").read_text())
 
     assert d["status"] == "complete", d["phases"]
-    assert {k: v["status"] for k, v in d["phases"].items()} == {k: "ok" for k in ("matmul", "build", "update",
-                                                                                  "generate")}
-    assert d["env"]["blocked_imports"] == ["vllm", "trl", "prefect", "datasets", "dvc"]
+    # Every phase ran to its end ("ok, over budget" where a loaded machine made it slower than its cap).
+    assert sorted(d["phases"]) == ["build", "generate", "matmul", "update"]
+    assert all(v["status"].startswith("ok") for v in d["phases"].values()), d["phases"]
+    assert d["env"]["blocked_imports"] == list(ABSENT_PACKAGES) == ["vllm", "trl", "prefect", "datasets", "dvc"]
+    assert d["env"]["fgrpo_modules"] == list(FGRPO_MODULES) and d["env"]["absent_but_imported"] == []
     sh, up, gen, mm = d["shape"], d["update"], d["generate"], d["matmul"]
     # The preset's settings reach the update (params/qwen2.5-vl-3b.yaml), the batch is the one asked.
     assert (sh["gradient_checkpointing"], sh["micro_batch"], sh["mixed_precision"]) == (True, 4, "bf16")
@@ -87,30 +94,6 @@ def test_dry_run_through_the_shell_entry(tmp_path):
     # The one-screen table is printed.
     for text in ("FGRPO / GRPO-T step time", "HF generate", "MFU peak", "status: complete"):
         assert text in proc.stdout
-
-
-def test_modules_import_without_the_absent_packages():
-    """The check's fgrpo_core modules, transformers' Qwen2.5-VL and accelerate import with vLLM, TRL,
-    Prefect, datasets and DVC blocked (None in sys.modules: "import vllm" raises), as on the GPU machine."""
-    code = (
-        "import importlib, sys\n"
-        "from bench.gpu_update import ABSENT_PACKAGES, FGRPO_MODULES, block_absent_packages\n"
-        "block_absent_packages()\n"
-        "for m in FGRPO_MODULES: importlib.import_module(m)\n"
-        "from transformers import Qwen2_5_VLForConditionalGeneration, get_scheduler\n"
-        "from accelerate import Accelerator\n"
-        "try:\n"
-        "    import datasets\n"
-        "    raise SystemExit('datasets is not blocked')\n"
-        "except ImportError:\n"
-        "    pass\n"
-        "real = sorted(m for m in sys.modules if m.split('.')[0] in ABSENT_PACKAGES and sys.modules[m] is not None)\n"
-        "print(len(FGRPO_MODULES), real)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["8", "[]"], proc.stdout
 
 
 def test_forward_flops_equal_torch_flop_counter():
@@ -233,3 +216,28 @@ def test_wheels_install_and_import_under_cpython_312(tmp_path):
     assert out.returncode == 0, out.stderr
     version = next(n for n, _, _ in _manifest() if n.startswith("pydantic-")).split("-")[1]
     assert out.stdout.split() == [version, str(site / "pydantic" / "__init__.py")]
+
+
+def test_phase_budgets_record_and_write_partial_figures(tmp_path):
+    """Each phase runs under min(cap, time left - reserve): a phase with no time left is skipped, one
+    that overruns is marked, one that fails is recorded and the next still runs; the JSON is
+    rewritten after every phase, so a run cut short leaves what it had."""
+    import time
+
+    from bench.gpu_update import Report
+
+    path = tmp_path / "figures.json"
+    rep = Report(path, start=time.perf_counter(), budget_s=0.5)
+    with rep.phase("slow", cap_s=0.05) as deadline:
+        assert deadline is not None and deadline - time.perf_counter() <= 0.05
+        rep.data["slow"] = {"value": 1.5, "bad": float("nan")}
+        time.sleep(0.1)
+    assert json.loads(path.read_text())["slow"] == {"value": 1.5, "bad": None}  # written, NaN as null
+    with rep.phase("broken", cap_s=10) as deadline:
+        raise RuntimeError("out of memory")
+    with rep.phase("late", cap_s=10, reserve_s=1.0) as deadline:  # 0.5 s budget - 1 s reserve
+        assert deadline is None
+    phases = json.loads(path.read_text())["phases"]
+    assert phases["slow"]["status"] == "ok, over budget" and phases["slow"]["seconds"] >= 0.1
+    assert phases["broken"]["status"] == "error" and phases["broken"]["error"] == "RuntimeError: out of memory"
+    assert phases["late"]["status"] == "skipped: no time left"
