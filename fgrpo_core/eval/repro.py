@@ -199,7 +199,9 @@ def plot_multiplier_trajectories(histories: Mapping[str, Sequence[MultiplierRow]
 
 
 CURVE_PANELS = (("reward_acc", "accuracy reward"), ("reward_consistency", "consistency R_C (correct rollouts)"),
-                ("reward_semantic", "semantic grounding R_S"), ("reward_spatial", "spatial grounding R_G"))
+                ("reward_semantic", "semantic grounding R_S"), ("reward_spatial", "spatial grounding R_G"),
+                ("semantic_undefined_share", "no checkable sentence (share of correct)"),
+                ("consistency_unjudged_share", "no reasoning to judge (share of correct)"))
 
 
 def plot_round_curves(curves: Mapping[str, Sequence[TrainCurves]], path: str | Path, title: str = "") -> Path:
