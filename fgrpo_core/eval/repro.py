@@ -40,13 +40,14 @@ SHORT = {"accuracy": "Acc", "rotation_accuracy": "Acc per order", "inconsistency
 
 def ir_of_judged(benchmarks: Mapping[str, Mapping]) -> float:
     """Inconsistent among the samples the consistency judge answered, pooled over benchmarks:
-    ``sum inconsistent / sum consistency_judged``.
+    ``sum (inconsistent - consistency_unjudgeable) / sum consistency_judged``.
 
-    The paper's IR divides by *all* samples, so a policy whose completions stop parsing (never
-    judged) lowers its IR without becoming more consistent; this one does not move that way.
+    IR itself counts a sample with nothing to judge as inconsistent (metrics.py); this one is the
+    judge's verdicts alone, the share of reasoned answers that do not follow from their reasoning.
     """
     judged = sum(int(b["counts"].get("consistency_judged", 0)) for b in benchmarks.values())
-    bad = sum(int(b["counts"].get("inconsistent", 0)) for b in benchmarks.values())
+    bad = sum(int(b["counts"].get("inconsistent", 0)) - int(b["counts"].get("consistency_unjudgeable", 0))
+              for b in benchmarks.values())
     return bad / judged if judged else math.nan
 
 

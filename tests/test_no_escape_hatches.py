@@ -137,3 +137,40 @@ def test_inactive_constraints_are_not_scored():
     s = scores.scores[0]
     assert math.isnan(s.consistency) and math.isnan(s.semantic)  # not active: nothing to enforce
     assert scores.escapes.consistency_unjudged == 1  # but still counted for the log
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation counts the same cases the same way (IR, semantic grounding)
+# --------------------------------------------------------------------------------------------
+def _eval(policy, scope="all"):
+    from fgrpo_core.eval.runner import EvalSettings, run_eval
+    from tests.test_eval_runner import ScriptedEngine
+
+    splits = {"b": [_sample(i) for i in range(4)]}
+    settings = EvalSettings(max_tokens=64, n_boot=50, circular=(), judge_scope=scope)
+    return run_eval(ScriptedEngine(lambda pid, prompt: policy(int(pid.split("/s")[1].split("#")[0]))),
+                    StubJudge(), splits, settings).metrics.benchmarks["b"].overall
+
+
+@pytest.mark.parametrize("scope", ["all", "correct"])
+def test_eval_escapes_never_beat_the_honest_policy(scope):
+    honest = _eval(lambda i: HONEST[i % 3], scope)  # all right; C = (1, 1, 0, 1), S = (1, 0, 1, 1)
+    # IR = 1/4 (sample 2 concludes B), semantic = 3/4
+    assert honest.metrics.inconsistency_rate.value == pytest.approx(1 / 4)
+    assert honest.metrics.semantic_grounding.value == pytest.approx(3 / 4)
+    for escape, ir, sem, drops_reasoning in (
+        (lambda i: "<answer>A</answer>", 1.0, 0.0, True),  # no reasoning: all inconsistent, grounding 0
+        # the judge rules 'Let me answer.' consistent (its call), but nothing is checkable: S = 0
+        (lambda i: NOTHING_CHECKABLE[i % 3], 0.0, 0.0, False),
+        (lambda i: HONEST[0] if i == 0 else "<answer>A</answer>", 3 / 4, 1 / 4, True),
+    ):
+        m = _eval(escape, scope).metrics
+        assert m.inconsistency_rate.value == pytest.approx(ir)
+        assert m.semantic_grounding.value == pytest.approx(sem)
+        assert sem < honest.metrics.semantic_grounding.value
+        if drops_reasoning:
+            assert ir > honest.metrics.inconsistency_rate.value
+    # without the rule the half-escaping policy read IR 0 % and S 100 % (its one judged sample)
+    m = _eval(lambda i: HONEST[0] if i == 0 else "<answer>A</answer>", scope)
+    assert m.counts.consistency_unjudgeable == 3 and m.counts.semantic_unjudgeable == 3
+    assert (m.counts.consistency_judged, m.counts.semantic_defined) == (1, 1)
