@@ -19,16 +19,35 @@ Conventions (open in the paper, fixed and tested here):
 
 The ablation rows (``AdvantageMode``, FGRPO.md section 7) differ only in how rewards become A:
 - ``grpo_task``:  A = z(R_task)                                     (GRPO-T, no constraints)
-- ``reward_sum``: A = z(R_task + sum_k R_k), NaN terms count as 0    (joint normalisation)
-- ``gate``:       A = z(R_task * prod_k R_k), NaN factors count as 1 (multiplicative gates)
+- ``reward_sum``: A = z(1/3 R_acc + 1/3 R_acc R_C + 1/3 R_fmt R_G)   (the paper's ablation,
+                  "R_C, R_G added to the reward")
+- ``gate``:       A = z(1/2 R_acc R_C + 1/2 R_fmt R_G)               ("multiplicative gates")
 - ``fgrpo_fixed`` / ``fgrpo``: the decoupled A above (they differ only in whether lambda moves,
   see ``fgrpo_core.lagrangian``).
 Joint modes are plain GRPO z-scores and are not whitened; ``whiten`` applies to the decoupled
 combination, whose scale grows with the number and size of the lambdas.
+
+The two shaped rewards need R_acc and R_fmt apart (``TaskRewards``), and exactly the two
+constraints the paper names, R_C and R_G. Where a term is not a number **[ours]**:
+- **R_C is NaN** -> the consistency bonus is 0. Where R_acc = 0 the product R_acc R_C is 0 anyway.
+  A right answer earns the bonus only on a verdict "consistent": a right answer the judge could
+  not rule on (scoring already gives R_C = 0 to a right answer without a parsable reasoning,
+  see ``train.scoring``; what is left is a judge failure) gets no bonus, so breaking the
+  reasoning never pays.
+- **R_G is NaN** (the sample has no ground-truth box) -> R_G counts as 1, so the term is R_fmt:
+  the paper's formula is kept unchanged where R_G is defined, the weights stay 1/3 (1/2) for
+  every prompt, and the format incentive the term carries stays. This opens no escape hatch:
+  whether R_G is defined is a property of the *sample* (the same for all G rollouts of a group),
+  not something the policy can choose, and a policy that writes no box on a sample that has
+  ground-truth boxes gets R_G = 0 (nothing matched), not NaN. As z-scores are taken within a
+  group, the alternatives differ only in the within-group contrast: dropping the term (or
+  renormalising the weights over the defined terms) would remove any reward for a well-formed
+  output on box-less prompts, while R_fmt R_S would bring in a signal the paper's rows do not use.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
 import torch
@@ -189,23 +208,47 @@ def decoupled_advantages(
 # --------------------------------------------------------------------------------------------
 # The ablation switch
 # --------------------------------------------------------------------------------------------
-def shaped_reward(mode: AdvantageMode, task: Tensor, constraints: Mapping[str, Tensor]) -> Tensor:
-    """The single reward the joint modes normalise (see the module docstring)."""
+@dataclass(frozen=True)
+class TaskRewards:
+    """The two rule-based rewards of each rollout that R_task is made of (FGRPO.md section 2)."""
+
+    acc: Tensor  # [N] or [B, G], R_acc in {0, 1}
+    fmt: Tensor  # same shape, R_fmt in {0, 1}
+
+
+# The paper's ablation rewards (FGRPO.md section 7): weights of (R_acc, R_acc R_C, R_fmt R_G).
+SHAPED_WEIGHTS: dict[AdvantageMode, tuple[float, float, float]] = {
+    AdvantageMode.reward_sum: (1 / 3, 1 / 3, 1 / 3),
+    AdvantageMode.gate: (0.0, 1 / 2, 1 / 2),
+}
+SHAPED_CONSTRAINTS = ("consistency", "spatial")  # R_C and R_G: the only constraints they use
+
+
+def shaped_reward(
+    mode: AdvantageMode,
+    task: Tensor,  # [N] or [B, G], R_task (used by grpo_task only)
+    constraints: Mapping[str, Tensor],  # "consistency", "spatial" -> same shape, NaN = not applicable
+    parts: TaskRewards | None = None,  # R_acc, R_fmt: required by reward_sum and gate
+) -> Tensor:  # same shape, float64
+    """The single reward the joint modes normalise (see the module docstring for the NaN rules)."""
     for name, c in constraints.items():
         if c.shape != task.shape:
             raise ValueError(f"constraint '{name}' has shape {tuple(c.shape)}, task has {tuple(task.shape)}")
-    r = task.to(torch.float64)
     if mode is AdvantageMode.grpo_task:
-        return r
-    if mode is AdvantageMode.reward_sum:  # R_task + sum_k R_k, a not-applicable term adds 0
-        for c in constraints.values():
-            r = r + torch.nan_to_num(c.to(torch.float64), nan=0.0)
-        return r
-    if mode is AdvantageMode.gate:  # R_task * prod_k R_k, a not-applicable factor is 1
-        for c in constraints.values():
-            r = r * torch.nan_to_num(c.to(torch.float64), nan=1.0)
-        return r
-    raise ValueError(f"mode {mode.value} has no single shaped reward (it is decoupled)")
+        return task.to(torch.float64)
+    if mode not in SHAPED_WEIGHTS:
+        raise ValueError(f"mode {mode.value} has no single shaped reward (it is decoupled)")
+    if parts is None:
+        raise ValueError(f"mode {mode.value} needs R_acc and R_fmt apart: pass parts=TaskRewards(acc, fmt)")
+    if sorted(constraints) != sorted(SHAPED_CONSTRAINTS):
+        raise ValueError(f"mode {mode.value} is the paper's reward over R_C and R_G: the active constraints must "
+                         f"be {list(SHAPED_CONSTRAINTS)}, got {sorted(constraints)} (fgrpo.constraints)")
+    acc = _check_signal("acc", parts.acc.reshape(-1), task.numel(), allow_nan=False).view(task.shape)
+    fmt = _check_signal("fmt", parts.fmt.reshape(-1), task.numel(), allow_nan=False).view(task.shape)
+    c = torch.nan_to_num(constraints["consistency"].to(torch.float64), nan=0.0)  # no verdict, no bonus
+    g = torch.nan_to_num(constraints["spatial"].to(torch.float64), nan=1.0)  # no boxes: the term is R_fmt
+    w_acc, w_c, w_g = SHAPED_WEIGHTS[mode]
+    return w_acc * acc + w_c * acc * c + w_g * fmt * g  # FGRPO.md section 7 (the paper's ablation)
 
 
 def compute_advantages(
@@ -218,6 +261,7 @@ def compute_advantages(
     whiten: bool = True,  # decoupled modes only
     unbiased: bool = True,
     group_ids: GroupIds | None = None,  # required for flat [N] inputs
+    parts: TaskRewards | None = None,  # R_acc, R_fmt (same shape as task): reward_sum and gate need them
 ) -> Tensor:  # same shape as task
     """Per-rollout rewards (+ lambda) -> advantages for one row of the ablation table."""
     mode = AdvantageMode(mode)
@@ -229,7 +273,7 @@ def compute_advantages(
     if group_ids is None:
         if mode in _DECOUPLED:
             return decoupled_advantages(task, used, lambdas, eps, whiten, unbiased)
-        return grpo_advantages(shaped_reward(mode, task, used), eps, unbiased).to(_out_dtype(task))
+        return grpo_advantages(shaped_reward(mode, task, used, parts), eps, unbiased).to(_out_dtype(task))
     if mode in _DECOUPLED:
         return decoupled_advantages_by_id(task, used, lambdas, group_ids, eps, whiten, unbiased)
-    return grpo_advantages_by_id(shaped_reward(mode, task, used), group_ids, eps, unbiased).to(_out_dtype(task))
+    return grpo_advantages_by_id(shaped_reward(mode, task, used, parts), group_ids, eps, unbiased).to(_out_dtype(task))

@@ -345,6 +345,11 @@ class EvalParams(_Section):
     samples_path: str = Field(
         "metrics/eval_samples.jsonl", description="Per-sample results (for paired comparisons)."
     )
+    min_sft_margin: float = Field(
+        0.10, ge=-1.0, le=1.0,
+        description="fgrpo repro trains RL rows only when SFT's per-order accuracy on the val split exceeds "
+        "chance (mean 1/k over its questions) by at least this much (absolute; -1 turns the check off).",
+    )
     tolerances: dict[str, Annotated[float, Field(ge=0.0)]] = Field(
         default_factory=lambda: {"accuracy": 0.02, "inconsistency_rate": 0.02},
         description="Regression gate: allowed change per metric in the bad direction (fractions; "

@@ -1,12 +1,18 @@
 """``fgrpo repro``: the paper's ablation table at toy scale, from one shared SFT checkpoint.
 
-    fgrpo repro --params params/repro-tiny.yaml [--variants grpo_t,fgrpo] [--seeds 0,1] [--set k=v ...]
+    fgrpo repro --params params/repro-tiny.yaml [--variants grpo_t,fgrpo] [--seeds 0,1,2,3,4] [--set k=v ...]
 
 Every row of FGRPO.md section 7 is one params switch (``VARIANTS``); all rows start from the same
 SFT checkpoint, see the same data and the same budget, and are evaluated by the same code as
 ``fgrpo evaluate``. One vLLM engine serves every row (weights reset to the SFT policy in place
 before each), so the whole table costs one engine start. Rows already trained and evaluated are
 skipped, so an interrupted table resumes.
+
+Before any RL row, the SFT start is evaluated on the val split (greedy, every option order, the
+same grader) and the table refuses to train when its per-order accuracy is not above chance by
+``eval.min_sft_margin`` (:func:`fgrpo_core.eval.repro.sft_check`; the error names both figures).
+Every RL row is paired by seed with GRPO-T: the summary reports the paired differences with
+intervals from a bootstrap over seeds and test prompts (``fgrpo_core.eval.paired``).
 
 Rows already trained and evaluated with the same settings (``<row>.identity.json``: hashes of the
 fgrpo/rollout/judges/eval/data sections and of the SFT checkpoint) are reused; a row stored with
@@ -40,6 +46,7 @@ VARIANTS: dict[str, list[str]] = {
     "fgrpo_fixed": ["fgrpo.mode=fgrpo_fixed"],
     "fgrpo": ["fgrpo.mode=fgrpo"],
 }
+DEFAULT_SEEDS = [0, 1, 2, 3, 4]  # RL seeds per row, each paired with GRPO-T's run on the same seed
 LABELS = {
     "sft": "SFT (start)",
     "grpo_t": "GRPO-T (task reward only)",
@@ -100,7 +107,8 @@ def row_identity(params, init: Path, trained: bool = True) -> dict[str, str]:
 
 
 # Where outputs go, not what they hold: moving a table's folders keeps its rows reusable.
-_WHERE = {"out_dir", "run_dir", "out_path", "samples_path", "report_dir", "cache_dir", "init_from"}
+_WHERE = {"out_dir", "run_dir", "out_path", "samples_path", "report_dir", "cache_dir", "init_from",
+          "min_sft_margin"}  # (the last one decides whether rows run, not what they hold)
 
 
 def _check_identity(path: Path, identity: dict[str, str], row: str) -> bool:
@@ -115,6 +123,36 @@ def _check_identity(path: Path, identity: dict[str, str], row: str) -> bool:
         raise RuntimeError(f"{path}: row {row} was trained with other {', '.join(diff)} settings or another "
                            f"SFT checkpoint; remove that row's outputs or choose another --dir/--metrics-dir")
     return True
+
+
+class SFTAtChance(RuntimeError):
+    """The SFT start is not above chance on the val split: the RL rows are not trained."""
+
+
+def _sft_on_val(engine, params_file: str, overrides: Sequence[str], init: Path, metrics_dir: Path,
+                report_dir: Path):
+    """SFT on the val split (greedy, every option order, the same grader and judge), reused when
+    stored with the same settings; returns :class:`fgrpo_core.eval.repro.SFTCheck`."""
+    import json
+
+    from fgrpo_core.eval.repro import sft_check
+    from fgrpo_core.eval.results import read_samples
+    from fgrpo_core.train.setup import load_split
+
+    p = load_params(params_file, list(overrides) + [
+        f"eval.out_path={metrics_dir / 'sft_val.json'}", f"eval.samples_path={metrics_dir / 'sft_val_samples.jsonl'}",
+        f"eval.report_dir={report_dir / 'sft_val'}", "eval.circular=[val]"])
+    ident_path, ident = metrics_dir / "sft_val.identity.json", row_identity(p, init, trained=False)
+    if not (_check_identity(ident_path, ident, "sft_val") and Path(p.eval.samples_path).is_file()):
+        val = load_split(p.data.out_dir, "val")
+        if p.eval.limit is not None:
+            val = val[: p.eval.limit]
+        engine.load_weights_from(init)
+        _evaluate(engine, p, {"val": val}, "sft_val", None)
+        ident_path.write_text(json.dumps(ident, indent=1))
+    rows = read_samples(p.eval.samples_path)
+    return sft_check([r.rotations_correct for r in rows], [r.rotations for r in rows], p.eval.min_sft_margin,
+                     n_boot=max(p.eval.bootstrap, 1000), confidence=p.eval.confidence, seed=p.eval.seed)
 
 
 @dataclass(frozen=True)
@@ -158,6 +196,10 @@ def run_table(params_file: str, overrides: Sequence[str], rows: Sequence[str], s
         engine = make_engine(init, base.rollout, base.model, base.seed)
     done: list[tuple[str, Path]] = []
     try:
+        check = _sft_on_val(engine, params_file, overrides, init, metrics_dir, report_dir)
+        print(check.message(), flush=True)
+        if not check.passed:
+            raise SFTAtChance(check.message())
         sft_params = load_params(params_file, list(overrides) + [
             f"eval.out_path={metrics_dir / 'sft.json'}", f"eval.samples_path={metrics_dir / 'sft_samples.jsonl'}",
             f"eval.report_dir={report_dir / 'sft'}"])
@@ -199,18 +241,22 @@ def run_table(params_file: str, overrides: Sequence[str], rows: Sequence[str], s
                                                   "--out", str(table), "--plot", str(report_dir / "benchmarks.png"),
                                                   "--bootstrap", str(base.eval.bootstrap)]):
         raise RuntimeError("fgrpo repro: the comparison table failed (see above)")
-    return _summarise(base, rows, seeds, root, metrics_dir, report_dir, table)
+    return _summarise(base, rows, seeds, root, metrics_dir, report_dir, table, check)
 
 
-def _summarise(base, rows, seeds, root: Path, metrics_dir: Path, report_dir: Path, table: Path) -> TableOutputs:
-    """Seed means, the target check, per-round curves and the multiplier trajectories."""
+def _summarise(base, rows, seeds, root: Path, metrics_dir: Path, report_dir: Path, table: Path,
+               sft=None) -> TableOutputs:
+    """Seed means, paired differences against GRPO-T, the target check, per-round curves and the
+    multiplier trajectories."""
     import csv
     import json
 
     from fgrpo_core.eval.curves import read_multipliers, read_train_metrics
+    from fgrpo_core.eval.paired import chance_level, paired_differences
     from fgrpo_core.eval.repro import (
-        ir_of_judged, plot_multiplier_trajectories, plot_round_curves, rotation_accuracy, seed_stats, summary_markdown,
-        target_check)
+        RowEvidence, ir_of_judged, plot_multiplier_trajectories, plot_round_curves, rotation_accuracy, seed_stats,
+        summary_markdown, target_check)
+    from fgrpo_core.eval.results import JudgeOutcome, read_samples
 
     def mean_block(row: str) -> dict:
         blob = json.loads((metrics_dir / f"{row}.json").read_text())
@@ -224,15 +270,49 @@ def _summarise(base, rows, seeds, root: Path, metrics_dir: Path, report_dir: Pat
     for name in rows:
         means[name] = [mean_block(f"{name}-s{s}") for s in seeds]
     stats = {name: seed_stats(runs) for name, runs in means.items()}
-    check = target_check(stats["grpo_t"], stats["fgrpo"]) if {"grpo_t", "fgrpo"} <= set(rows) else None
+
+    # Paired by seed against GRPO-T (same SFT start, same seed, same test prompts).
+    samples = {(name, s): read_samples(metrics_dir / f"{name}-s{s}_samples.jsonl") for name in rows for s in seeds}
+    ev = base.eval
+    paired = {}
+    if "grpo_t" in rows:
+        paired = {name: paired_differences([(samples[(name, s)], samples[("grpo_t", s)]) for s in seeds],
+                                           n_boot=max(ev.bootstrap, 1000), confidence=ev.confidence, seed=ev.seed)
+                  for name in rows if name != "grpo_t"}
+
+    def evidence(name: str) -> RowEvidence:
+        runs = [samples[(name, s)] for s in seeds]
+        return RowEvidence(
+            rotation_accuracy=stats[name]["rotation_accuracy"].mean, chance=chance_level(runs[0]),
+            well_formed=stats[name]["well_formed"].mean,
+            consistency_judged=sum(r.consistency_status is JudgeOutcome.ok for run in runs for r in run),
+            semantic_judged=sum(r.semantic_status is JudgeOutcome.ok and not math.isnan(r.semantic)
+                                for run in runs for r in run))
+
+    check = None
+    if {"grpo_t", "fgrpo"} <= set(rows):
+        check = target_check(stats["grpo_t"], stats["fgrpo"], paired.get("fgrpo"),
+                             (evidence("grpo_t"), evidence("fgrpo")), margin=ev.min_sft_margin)
     summary = report_dir / "summary.md"
-    summary.write_text(summary_markdown(stats, LABELS, check, seeds))
+    summary.write_text(summary_markdown(stats, LABELS, check, seeds, paired, ev.confidence, sft))
+
+    def num(x: float):
+        return x if math.isfinite(x) else None  # JSON has no NaN/inf
 
     metrics = metrics_dir / "summary.json"
     blob = {name: {m: st.mean for m, st in s.items()} for name, s in stats.items()}
+    blob["paired"] = {name: {m: {"diff": num(d.value), "lo": num(d.lo), "hi": num(d.hi), "seed_lo": num(d.seed_lo),
+                                 "seed_hi": num(d.seed_hi), "per_seed": [num(x) for x in d.per_seed],
+                                 "n_prompts": d.n_prompts} for m, d in ds.items()}
+                      for name, ds in paired.items()}
     if check is not None:
-        blob["target"] = {"ir_ratio": check.ir_ratio if math.isfinite(check.ir_ratio) else None,
-                          "acc_gap": check.acc_gap, "semantic_gain": check.semantic_gain}
+        blob["target"] = {"ir_ratio": num(check.ir_ratio), "acc_gap": check.acc_gap, "semantic_gain": check.semantic_gain,
+                          "acc_gap_lo": num(check.acc_lo), "semantic_gain_lo": num(check.semantic_lo),
+                          **{f"{k}_verdict": getattr(check, k).status for k in ("ir", "acc", "semantic")},
+                          **{f"{k}_reason": getattr(check, k).reason for k in ("ir", "acc", "semantic")}}
+    if sft is not None:
+        blob["sft_val"] = {"per_order_accuracy": sft.accuracy, "lo": sft.lo, "hi": sft.hi, "chance": sft.chance,
+                           "margin": sft.margin, "questions": sft.n, "passed": sft.passed}
     metrics.write_text(json.dumps(blob, indent=1, sort_keys=True) + "\n")
 
     curves_by_variant, histories, long_rows = {}, {}, []
@@ -267,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--params", default="params/repro-tiny.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"rows to run ({', '.join(VARIANTS)})")
-    ap.add_argument("--seeds", default="0", help="comma-separated RL seeds (same SFT checkpoint)")
+    ap.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="comma-separated RL seeds (same SFT checkpoint)")
     ap.add_argument("--dir", default="repro/runs", help="where each row's runs and checkpoints go")
     ap.add_argument("--metrics-dir", default="repro/metrics", help="eval JSON per row, summary.json")
     ap.add_argument("--report-dir", default="repro/reports", help="table, summary, curves and figures")

@@ -18,7 +18,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.cmd_repro import VARIANTS
+from flows.cmd_repro import DEFAULT_SEEDS, VARIANTS
 from flows.pipeline import run_params, stage_identity
 from tasks.common import fgrpo_argv, gpu_slot, run_command, run_stage
 from tasks.reports import plots_markdown
@@ -61,7 +61,7 @@ def fgrpo_repro(params_file: str = "params/repro-tiny.yaml", overrides: list[str
     run_stage(base_model, run, stage_identity("tiny_model", run))
     run_stage(stage_data, run, stage_identity("stage_data", run))
     warm = run_stage(sft, run, stage_identity("sft", run))
-    report_dir = ablation_rows(run, variants, list(seeds or [0]))
+    report_dir = ablation_rows(run, variants, list(seeds or DEFAULT_SEEDS))
     summary = ablation_report(report_dir)
 
     get_run_logger().info("done: %s (SFT start %s)", summary, warm.path)

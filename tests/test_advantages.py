@@ -16,6 +16,7 @@ from fgrpo_core.advantages import (
     grpo_advantages,
     grpo_advantages_by_id,
     group_zscore,
+    TaskRewards,
     shaped_reward,
     signal_advantages,
 )
@@ -79,11 +80,8 @@ def test_decoupled_hand_computed():
 def test_two_rollouts_joint_vs_decoupled():
     # Rollout a has (R_task, R_C) = (1, 0), rollout b has (0, 1) (NeMo-RL PR#2681's case).
     task, cons = T([[1.0, 0.0]]), {"consistency": T([[0.0, 1.0]])}
-    # Joint (reward_sum): both sum to 1 -> identical rewards -> both advantages 0.
-    joint = compute_advantages("reward_sum", task, cons, {})
-    assert torch.equal(joint, torch.zeros_like(joint))
-    # Gate: 1*0 = 0 and 0*1 = 0 -> also 0.
-    assert torch.equal(compute_advantages("gate", task, cons, {}), torch.zeros(1, 2))
+    # Joint: one summed reward 1 + 0 = 0 + 1 for both -> identical rewards -> both advantages 0.
+    assert torch.equal(grpo_advantages(task + cons["consistency"]), torch.zeros(1, 2))
     # Decoupled, lambda_C = 2 (the constraint is violated, lambda has risen):
     # A = z_task + 2 z_C = (0.707 - 1.414, -0.707 + 1.414) = (-0.707, +0.707) before whitening:
     # the constraint-satisfying rollout b is preferred; with lambda_C = 0.5 it is rollout a.
@@ -216,26 +214,97 @@ def test_by_id_equals_rows_and_is_permutation_equivariant():
 # ------------------------------------------------------------------------------------------
 # The ablation switch
 # ------------------------------------------------------------------------------------------
+# One row per case: (R_acc, R_fmt, R_C, R_G) -> reward_sum, gate  (FGRPO.md section 7)
+#   reward_sum = 1/3 R_acc + 1/3 R_acc R_C + 1/3 R_fmt R_G      gate = 1/2 R_acc R_C + 1/2 R_fmt R_G
+#   R_C NaN -> 0 (no verdict "consistent", no bonus); R_G NaN (no ground-truth box) -> 1 (the term is R_fmt)
+SHAPED_CASES = [
+    # acc fmt  R_C  R_G     reward_sum                        gate
+    (1.0, 1.0, 1.0, 0.5, (1 + 1 + 0.5) / 3,             0.5 * 1 + 0.5 * 0.5),   # 0.833333, 0.75
+    (1.0, 1.0, 1.0, 0.0, (1 + 1 + 0) / 3,               0.5 * 1 + 0.0),         # right, R_G = 0: 0.666667, 0.5 (paper: not 0)
+    (1.0, 1.0, 0.0, 1.0, (1 + 0 + 1) / 3,               0.0 + 0.5 * 1),         # inconsistent: 0.666667, 0.5
+    (0.0, 1.0, NAN, 0.8, (0 + 0 + 0.8) / 3,             0.0 + 0.5 * 0.8),       # wrong (R_C n/a): 0.266667, 0.4
+    (1.0, 0.0, 1.0, 0.9, (1 + 1 + 0) / 3,               0.5 * 1 + 0.0),         # malformed: R_fmt R_G = 0
+    (1.0, 1.0, NAN, 0.6, (1 + 0 + 0.6) / 3,             0.0 + 0.5 * 0.6),       # right, no verdict: no bonus
+    (1.0, 1.0, 1.0, NAN, (1 + 1 + 1) / 3,               0.5 * 1 + 0.5 * 1),     # no boxes: term = R_fmt = 1
+    (1.0, 0.0, NAN, NAN, (1 + 0 + 0) / 3,               0.0 + 0.0),             # no boxes, malformed, no verdict
+    (0.0, 1.0, NAN, NAN, (0 + 0 + 1) / 3,               0.0 + 0.5 * 1),         # no boxes, wrong, well formed
+    (0.0, 0.0, NAN, NAN, 0.0,                           0.0),
+]
+
+
+def _shaped_inputs():
+    acc, fmt, c, g, want_sum, want_gate = (T([row[i] for row in SHAPED_CASES]) for i in range(6))
+    task = 0.5 * acc + 0.5 * fmt
+    return task, {"consistency": c, "spatial": g}, TaskRewards(acc=acc, fmt=fmt), want_sum, want_gate
+
+
 def test_shaped_rewards_hand_computed():
-    task = T([[1.0, 0.5, 1.0]])
-    c = T([[1.0, NAN, 0.0]])  # consistency applies to correct answers only
-    g = T([[0.5, 0.8, NAN]])
-    cons = {"consistency": c, "spatial": g}
-    # reward_sum: 1 + 1 + 0.5 = 2.5;  0.5 + 0 + 0.8 = 1.3;  1 + 0 + 0 = 1.0
-    assert shaped_reward(AdvantageMode.reward_sum, task, cons)[0].tolist() == approx([2.5, 1.3, 1.0])
-    # gate: 1 * 1 * 0.5 = 0.5;  0.5 * 1 * 0.8 = 0.4;  1 * 0 * 1 = 0.0
-    assert shaped_reward(AdvantageMode.gate, task, cons)[0].tolist() == approx([0.5, 0.4, 0.0])
-    assert shaped_reward(AdvantageMode.grpo_task, task, cons)[0].tolist() == approx([1.0, 0.5, 1.0])
+    task, cons, parts, want_sum, want_gate = _shaped_inputs()
+    assert shaped_reward(AdvantageMode.reward_sum, task, cons, parts).tolist() == approx(want_sum.tolist())
+    assert shaped_reward(AdvantageMode.gate, task, cons, parts).tolist() == approx(want_gate.tolist())
+    assert shaped_reward(AdvantageMode.reward_sum, task, cons, parts)[:3].tolist() == approx([0.833333, 0.666667, 0.666667])
+    assert shaped_reward(AdvantageMode.gate, task, cons, parts)[:4].tolist() == approx([0.75, 0.5, 0.5, 0.4])
+    # GRPO-T is R_task whatever the parts
+    assert torch.equal(shaped_reward(AdvantageMode.grpo_task, task, cons, parts), task.double())
+    assert torch.equal(shaped_reward(AdvantageMode.grpo_task, task, cons), task.double())
     with pytest.raises(ValueError, match="decoupled"):
-        shaped_reward(AdvantageMode.fgrpo, task, cons)
+        shaped_reward(AdvantageMode.fgrpo, task, cons, parts)
+
+
+def test_shaped_rewards_are_normalised_jointly():
+    # a group of 2: gate rewards 0.75 (row 0) and 0.5 (row 1); deviations +-0.125,
+    # unbiased std = sqrt(2 * 0.125^2 / 1) = 0.176777 -> z = 0.125 / 0.176877 = +-0.706707
+    task, cons, parts, _, _ = _shaped_inputs()
+    two = slice(0, 2)
+    a = compute_advantages("gate", task[two], {k: v[two] for k, v in cons.items()}, {}, group_ids=[0, 0],
+                           parts=TaskRewards(parts.acc[two], parts.fmt[two]))
+    assert a.tolist() == approx([0.706707, -0.706707])
+    # the whole table as groups of 2 equals the plain GRPO z-score of the shaped reward
+    ids = torch.arange(len(SHAPED_CASES)) // 2
+    for mode in ("reward_sum", "gate"):
+        want = grpo_advantages_by_id(shaped_reward(AdvantageMode(mode), task, cons, parts), ids)
+        got = compute_advantages(mode, task, cons, {}, group_ids=ids, parts=parts)
+        torch.testing.assert_close(got, want.to(got.dtype))
+    # rows 1 and 2 (right with R_G = 0, vs right but inconsistent with R_G = 1) tie under both formulas
+    assert compute_advantages("reward_sum", task[1:3], {k: v[1:3] for k, v in cons.items()}, {}, group_ids=[0, 0],
+                              parts=TaskRewards(parts.acc[1:3], parts.fmt[1:3])).tolist() == [0.0, 0.0]
+
+
+def test_breaking_the_reasoning_never_pays():
+    # A right, well-formed answer whose R_C is unknown (NaN) gets no more than one judged inconsistent
+    # (R_C = 0), and one without boxes (R_G NaN) no more than one with perfect boxes (R_G = 1).
+    acc, fmt = T([1.0, 1.0]), T([1.0, 1.0])
+    parts = TaskRewards(acc, fmt)
+    for mode in (AdvantageMode.reward_sum, AdvantageMode.gate):
+        r = shaped_reward(mode, acc, {"consistency": T([NAN, 0.0]), "spatial": T([0.4, 0.4])}, parts)
+        assert r[0] == r[1]
+        r = shaped_reward(mode, acc, {"consistency": T([1.0, 1.0]), "spatial": T([NAN, 1.0])}, parts)
+        assert r[0] == r[1]
+
+
+def test_shaped_rewards_need_their_inputs():
+    task, cons, parts, _, _ = _shaped_inputs()
+    with pytest.raises(ValueError, match=r"reward_sum needs R_acc and R_fmt"):
+        compute_advantages("reward_sum", task, cons, {}, group_ids=[0] * len(task))
+    with pytest.raises(ValueError, match=r"must be \['consistency', 'spatial'\].*'semantic'"):
+        shaped_reward(AdvantageMode.gate, task, {**cons, "semantic": cons["spatial"]}, parts)
+    with pytest.raises(ValueError, match=r"got \['consistency'\]"):
+        shaped_reward(AdvantageMode.gate, task, {"consistency": cons["consistency"]}, parts)
+    with pytest.raises(ValueError, match="reward 'acc' has value nan"):
+        shaped_reward(AdvantageMode.gate, task, cons, TaskRewards(parts.acc * NAN, parts.fmt))
 
 
 def test_every_mode_is_one_switch():
     task, cons = _random_case(2)
-    out = {m: compute_advantages(m, task, cons, LAMBDAS) for m in AdvantageMode}
+    parts = TaskRewards(acc=(task == 1.0).float(), fmt=(task >= 0.5).float())  # R_task = 0.5 acc + 0.5 fmt
+    joint = {k: cons[k] for k in ("consistency", "spatial")}
+    out = {m: compute_advantages(m, task, joint if m in (AdvantageMode.reward_sum, AdvantageMode.gate) else cons,
+                                 LAMBDAS, parts=parts) for m in AdvantageMode}
     assert torch.equal(out[AdvantageMode.grpo_task], grpo_advantages(task))
-    torch.testing.assert_close(out[AdvantageMode.reward_sum], grpo_advantages(shaped_reward(AdvantageMode.reward_sum, task, cons)).float())
-    torch.testing.assert_close(out[AdvantageMode.gate], grpo_advantages(shaped_reward(AdvantageMode.gate, task, cons)).float())
+    torch.testing.assert_close(out[AdvantageMode.reward_sum],
+                               grpo_advantages(shaped_reward(AdvantageMode.reward_sum, task, joint, parts)).float())
+    torch.testing.assert_close(out[AdvantageMode.gate],
+                               grpo_advantages(shaped_reward(AdvantageMode.gate, task, joint, parts)).float())
     # fixed and adaptive lambda compute advantages the same way; only the dual step differs
     assert torch.equal(out[AdvantageMode.fgrpo_fixed], out[AdvantageMode.fgrpo])
     assert torch.equal(out[AdvantageMode.fgrpo], decoupled_advantages(task, cons, LAMBDAS))
@@ -249,8 +318,12 @@ def test_constraint_subset_and_flat_inputs():
     only_c = compute_advantages("fgrpo", task, cons, LAMBDAS, active=["consistency"])
     assert torch.equal(only_c, decoupled_advantages(task, {"consistency": cons["consistency"]}, LAMBDAS))
     ids = torch.arange(6).repeat_interleave(5)
-    flat = compute_advantages("gate", task.flatten(), {k: v.flatten() for k, v in cons.items()}, {}, group_ids=ids)
-    torch.testing.assert_close(flat, compute_advantages("gate", task, cons, {}).flatten())
+    parts = TaskRewards(acc=(task == 1.0).float(), fmt=(task >= 0.5).float())
+    flat = compute_advantages("gate", task.flatten(), {k: v.flatten() for k, v in cons.items()}, {}, group_ids=ids,
+                              active=["consistency", "spatial"],
+                              parts=TaskRewards(parts.acc.flatten(), parts.fmt.flatten()))
+    torch.testing.assert_close(flat, compute_advantages("gate", task, cons, {}, active=["consistency", "spatial"],
+                                                        parts=parts).flatten())
     with pytest.raises(ValueError, match=r"\['grounding'\]"):
         compute_advantages("fgrpo", task, cons, LAMBDAS, active=["grounding"])
 

@@ -60,3 +60,18 @@ def test_train_metrics_reads_known_columns(tmp_path):
     p.write_text("round,tokens_per_s\n1,100\n")
     with pytest.raises(ValueError, match="none of the known columns"):
         plot_training_curves(read_train_metrics(p), tmp_path / "t2.png")
+
+
+def test_shares_with_nothing_to_judge_are_read_and_plotted(tmp_path):
+    # no escape hatches (docs/rewards.md): the per-round shares are curves like the rewards
+    p = tmp_path / "train_metrics.csv"
+    p.write_text("round,reward_acc,semantic_undefined_share,consistency_unjudged_share,unparsable_share\n"
+                 "1,0.5,0.25,0.0,0.1\n2,0.6,,0.5,0.2\n")
+    c = read_train_metrics(p)
+    assert c.series["semantic_undefined_share"].tolist()[0] == 0.25
+    assert math.isnan(c.series["semantic_undefined_share"][1])  # no correct rollout that round: undefined
+    assert c.series["unparsable_share"].tolist() == [0.1, 0.2]
+    only_shares = tmp_path / "s.csv"
+    only_shares.write_text("round,consistency_unjudged_share\n1,0.5\n")
+    with Image.open(plot_training_curves(read_train_metrics(only_shares), tmp_path / "s.png")) as im:
+        assert im.format == "PNG"  # the "Nothing to judge" panel alone is a plot

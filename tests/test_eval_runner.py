@@ -165,16 +165,21 @@ def test_judge_scope_and_not_asked():
     # scope all: both parsed completions judged; "right" concluded B but answered A -> inconsistent
     assert res["right"].consistency_status is JudgeOutcome.ok and res["right"].consistency == 0.0
     assert res["wrong"].consistency == 1.0  # concluded B, answered B: consistent (though wrong)
-    assert res["noparse"].consistency_status is JudgeOutcome.not_asked
+    # in scope but nothing to judge: counted inconsistent (breaking the format never lowers IR)
+    assert res["noparse"].consistency_status is JudgeOutcome.unjudgeable and res["noparse"].inconsistent
+    assert res["noparse"].semantic_status is JudgeOutcome.unjudgeable
     assert not res["noparse"].well_formed
-    m = run_eval(ScriptedEngine(policy), judge, splits, SETTINGS).metrics.benchmarks["b"].overall.metrics
-    assert m.inconsistency_rate.value == pytest.approx(1 / 3)  # 1 inconsistent / 3 samples (none failed)
+    out = run_eval(ScriptedEngine(policy), judge, splits, SETTINGS).metrics.benchmarks["b"].overall
+    m = out.metrics
+    assert m.inconsistency_rate.value == pytest.approx(2 / 3)  # (right + noparse) / 3 samples (none failed)
+    assert (out.counts.consistency_unjudgeable, out.counts.semantic_unjudgeable) == (1, 1)
 
     judge = CountingJudge(ExactJudge())
     res = {r.sample_id: r for r in
            run_eval(ScriptedEngine(policy), judge, splits, replace(SETTINGS, judge_scope="correct")).samples}
     assert len(judge.c_requests) == 1  # only the correct answer is judged (the training mask)
     assert res["wrong"].consistency_status is JudgeOutcome.not_asked
+    assert res["noparse"].consistency_status is JudgeOutcome.not_asked  # wrong (no answer): outside the scope
 
 
 def test_judge_failures_are_counted_not_scored():

@@ -24,7 +24,8 @@ def table_setup(tmp_path_factory, tiny_model_dir):
         "rollout": {"engine": "vllm", "group_size": 2, "max_tokens": 24, "max_model_len": 2048},
         "fgrpo": {"init_from": str(tiny_model_dir), "rounds": 2, "rollout_batch": 4, "update_batch": 2,
                   "micro_batch": 8, "lr": 1e-3, "lambda_min_count": 2, "lambda_lr": 0.5, "cpu_threads": 1},
-        "eval": {"max_tokens": 24, "bootstrap": 50, "circular": ["synthetic"]},
+        # the untrained tiny model answers at chance: the smoke test turns the SFT check off (-1)
+        "eval": {"max_tokens": 24, "bootstrap": 50, "circular": ["synthetic"], "min_sft_margin": -1.0},
     }
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -62,6 +63,12 @@ def test_two_rows_from_one_start(table_setup, vllm_engine, restore_vllm_weights,
         assert row["benchmarks"]["synthetic"]["circular"] is True
     md = out.summary.read_text()
     assert "GRPO-T (task reward only)" in md and "FGRPO (adaptive lambda)" in md and "IR(GRPO-T) / IR(FGRPO)" in md
+    assert "## Paired differences against GRPO-T" in md and "## SFT start on the val split" in md
+    assert set(summary["paired"]["fgrpo"]) == {"accuracy", "rotation_accuracy", "inconsistency_rate",
+                                               "semantic_grounding"}
+    assert summary["paired"]["fgrpo"]["accuracy"]["n_prompts"] == 6
+    assert {"ir_verdict", "acc_verdict", "semantic_verdict"} <= set(summary["target"])
+    assert summary["sft_val"]["questions"] == 2 and summary["sft_val"]["passed"]  # margin -1: off
     table = out.table.read_text()
     assert "fgrpo-s0" in table and "sft" in table
 
@@ -87,3 +94,12 @@ def test_finished_rows_are_reused_and_other_settings_refused(table_setup, vllm_e
     with pytest.raises(RuntimeError, match=r"grpo_t-s0\.identity\.json: row grpo_t-s0 .*fgrpo"):
         _run(table_setup, vllm_engine, ["fgrpo.rounds=3"])
     assert (tmp / "metrics" / "fgrpo-s0.json").read_bytes() == before
+
+
+def test_rl_rows_refused_when_sft_is_not_above_chance(table_setup, vllm_engine, restore_vllm_weights, capsys):
+    tmp, _ = table_setup
+    # a margin of 1.0 (accuracy >= chance + 100 points) cannot be met: nothing is trained
+    with pytest.raises(RuntimeError, match=r"per-order accuracy on the val split .*% \[95% CI .*chance .*% \(mean 1/k\)"):
+        _run(table_setup, vllm_engine, ["eval.min_sft_margin=1.0"])
+    assert "training" not in capsys.readouterr().out
+    assert (tmp / "metrics" / "sft_val_samples.jsonl").is_file()

@@ -40,6 +40,7 @@ def test_repro_stage_is_separate_from_the_pipeline_and_runs_fgrpo_repro(tmp_path
     assert named.returncode == 0, named.stderr
     cmd = next(line[2:] for line in named.stdout.splitlines() if line.startswith("> "))
     assert cmd.startswith("python -m flows.cli repro --params params/repro-tiny.yaml")
+    assert "--seeds 0,1,2,3,4" in cmd  # 5 seeds per row, each paired with GRPO-T's
 
 
 def test_repro_preset_writes_only_under_repro():
@@ -59,3 +60,16 @@ def test_repro_deployment_points_at_the_flow():
     flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), func)
     assert flow.name == "fgrpo-repro"
     assert d["parameters"]["params_file"] == "params/repro-tiny.yaml"
+    assert d["parameters"]["seeds"] == [0, 1, 2, 3, 4]
+
+
+def test_five_seeds_and_the_sft_margin_by_default():
+    import inspect
+
+    from flows import cmd_repro
+    from flows.repro import fgrpo_repro
+
+    assert cmd_repro.DEFAULT_SEEDS == [0, 1, 2, 3, 4]
+    assert "DEFAULT_SEEDS" in inspect.getsource(fgrpo_repro.fn)  # the flow's default is the CLI's
+    p = load_params(ROOT / "params" / "repro-tiny.yaml")
+    assert p.eval.min_sft_margin == 0.10

@@ -68,6 +68,9 @@ def test_three_rounds_each_mode(mode, constraints, staged, tiny_model_dir, tmp_p
     assert metrics["round"].tolist() == [1, 2, 3]
     assert metrics["policy_version"].tolist() == [1, 2, 3]  # weights pushed after every update
     assert (metrics["loss"].abs() > 0).any() and (metrics["grad_norm"] > 0).all()
+    # no escape hatches: the shares of rollouts with nothing to judge are logged every round
+    for col in ("semantic_undefined_share", "consistency_unjudged_share", "unparsable_share"):
+        assert metrics[col].dropna().between(0.0, 1.0).all() and metrics[col].notna().any(), col
 
     hist = pd.read_csv(runs / "multipliers.csv")
     assert sorted(hist["constraint"].unique()) == sorted(constraints)

@@ -7,7 +7,8 @@
 ``train_metrics.csv`` (one row per round): the column ``round`` is required; the plots read
 these optional columns when present (others are ignored):
     reward_task, reward_fmt, reward_acc, reward_consistency, reward_semantic, reward_spatial,
-    inconsistency_rate, kl, clip_frac, response_len, lambda_<constraint>
+    inconsistency_rate, kl, clip_frac, response_len, lambda_<constraint>,
+    semantic_undefined_share, consistency_unjudged_share, unparsable_share
 A bad cell raises naming the file, the row (1 = first data row), the column and the value.
 """
 
@@ -24,6 +25,7 @@ MULTIPLIER_COLUMNS = ("step", "constraint", "mean", "count", "threshold", "lambd
 TRAIN_COLUMNS = (
     "reward_task", "reward_fmt", "reward_acc", "reward_consistency", "reward_semantic", "reward_spatial",
     "inconsistency_rate", "kl", "clip_frac", "response_len",
+    "semantic_undefined_share", "consistency_unjudged_share", "unparsable_share",
 )
 CONSTRAINT_ORDER = ("consistency", "semantic", "spatial")
 

@@ -3,9 +3,9 @@
 Over the N samples of one benchmark (or one task family of it):
 
     accuracy            = #correct / N                       (circular: all rotations right)
-    inconsistency_rate  = #inconsistent / (N - #C_failed)
+    inconsistency_rate  = #inconsistent / (N - #C_failed)    (unjudgeable counts as inconsistent)
     inconsistency_upper = (#inconsistent + #C_failed) / N     (every failed verdict counted against)
-    semantic_grounding  = mean R_S over samples where R_S is defined
+    semantic_grounding  = mean R_S over samples where R_S is defined or unjudgeable (as 0)
     spatial_grounding   = mean R_G over samples with ground-truth boxes
     well_formed         = #(R_fmt = 1) / N
     truncated           = #(hit max_tokens) / N
@@ -19,8 +19,14 @@ not inconsistent and stays in the denominator, as "all samples" says. A sample w
 inconsistent, so it leaves both numerator and denominator (``N - #C_failed``); the failed count
 is reported beside IR, and ``inconsistency_upper`` gives the worst case in which every failed
 verdict was an inconsistency. With no judge failures the two agree with the paper's definition.
-A group in which no consistency verdict came back at all has IR undefined (NaN, shown as "—"),
-not 0: a policy whose completions never parse is not "perfectly consistent".
+
+No escape hatches **[ours]**: a sample inside the judge scope whose completion has no parsable
+reasoning or answer is ``unjudgeable`` and counts as *inconsistent* (numerator and denominator);
+one with no checkable sentence (K' = 0, or every sentence SKIP) counts 0 in semantic grounding.
+Training counts the same cases the same way (``train.scoring``), so neither breaking the format
+nor writing nothing checkable lowers IR or raises grounding. A group in which no sample was
+judged or unjudgeable at all (nothing in scope, or every verdict failed) has IR undefined (NaN,
+shown as "—"), not 0.
 
 The mean over benchmarks is the macro average (the paper's "mean over 7 benchmarks"): each
 benchmark weighs the same whatever its size. Its interval resamples every benchmark
@@ -75,7 +81,8 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec(
         "semantic_grounding", True, False, lambda r: _finite(r.semantic),
-        lambda r: float(not math.isnan(r.semantic)), "mean share of CORRECT sentences",
+        lambda r: float(not math.isnan(r.semantic) or r.semantic_status is JudgeOutcome.unjudgeable),
+        "mean share of CORRECT sentences (nothing checkable: 0)",
     ),
     MetricSpec(
         "spatial_grounding", True, False, lambda r: _finite(r.spatial),
@@ -125,6 +132,8 @@ class Counts:
     semantic_failed: int  # asked, unparseable or failed
     semantic_not_asked: int
     spatial_defined: int  # samples with ground-truth boxes
+    consistency_unjudgeable: int = 0  # in scope, no parsable reasoning or answer (counted inconsistent)
+    semantic_unjudgeable: int = 0  # in scope, no checkable sentence (counted 0)
 
 
 @dataclass(frozen=True)
@@ -160,12 +169,12 @@ _IR_UPPER = METRIC_NAMES.index("inconsistency_upper")
 def metric_arrays(results: Sequence[SampleResult]) -> tuple[np.ndarray, np.ndarray]:
     """num, den [M, n]: each metric's per-sample numerator and denominator.
 
-    IR is undefined (den = 0) for a group in which the judge gave no verdict at all, and IR
-    (worst) where it was never even asked: "0% inconsistent" must not be read off zero evidence.
+    IR is undefined (den = 0) for a group in which no sample was judged or unjudgeable, and IR
+    (worst) where none was in the judge scope: "0% inconsistent" must not be read off zero evidence.
     """
     num = np.array([[m.num(r) for r in results] for m in METRICS], dtype=np.float64).reshape(len(METRICS), -1)
     den = np.array([[m.den(r) for r in results] for m in METRICS], dtype=np.float64).reshape(len(METRICS), -1)
-    if not any(r.consistency_status is JudgeOutcome.ok for r in results):
+    if not any(r.consistency_status in (JudgeOutcome.ok, JudgeOutcome.unjudgeable) for r in results):
         den[_IR] = 0.0
     if all(r.consistency_status is JudgeOutcome.not_asked for r in results):
         den[_IR_UPPER] = 0.0
@@ -187,6 +196,8 @@ def count(results: Sequence[SampleResult]) -> Counts:
         semantic_failed=n_status("semantic_status", lambda s: s.is_failure),
         semantic_not_asked=n_status("semantic_status", lambda s: s is JudgeOutcome.not_asked),
         spatial_defined=sum(not math.isnan(r.spatial) for r in results),
+        consistency_unjudgeable=n_status("consistency_status", lambda s: s is JudgeOutcome.unjudgeable),
+        semantic_unjudgeable=n_status("semantic_status", lambda s: s is JudgeOutcome.unjudgeable),
     )
 
 

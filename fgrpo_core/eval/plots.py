@@ -74,12 +74,16 @@ _PANELS = (
     ("Task rewards", ("reward_task", "reward_acc", "reward_fmt"), ()),
     ("Consistency", ("reward_consistency", "inconsistency_rate"), ("consistency",)),
     ("Grounding", ("reward_semantic", "reward_spatial"), ("semantic", "spatial")),
+    # no escape hatches: shares of rollouts that gave a judge nothing to rule on (counted as 0)
+    ("Nothing to judge", ("semantic_undefined_share", "consistency_unjudged_share", "unparsable_share"), ()),
 )
 _TAU_SUB = {"consistency": "C", "semantic": "S", "spatial": "G"}
 _LABEL = {
     "reward_task": "R_task", "reward_acc": "R_acc", "reward_fmt": "R_fmt",
     "reward_consistency": "R_C (judged)", "inconsistency_rate": "IR", "reward_semantic": "R_S",
     "reward_spatial": "R_G",
+    "semantic_undefined_share": "no checkable sentence (of correct)",
+    "consistency_unjudged_share": "no reasoning (of correct)", "unparsable_share": "unparsable (of all)",
 }
 
 

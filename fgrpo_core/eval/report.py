@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -99,7 +99,7 @@ def write_benchmark_table(m: EvalMetrics, path: str | Path) -> Path:
 def _defined_n(name: str, c: Counts) -> int:
     return {
         "inconsistency_rate": c.n - c.consistency_failed,
-        "semantic_grounding": c.semantic_defined,
+        "semantic_grounding": c.semantic_defined + c.semantic_unjudgeable,
         "spatial_grounding": c.spatial_defined,
     }.get(name, c.n)
 
@@ -121,7 +121,8 @@ def _read_estimate(d: dict, name: str, n: int, where: str) -> Estimate:
 def _read_group(d: dict, where: str) -> GroupMetrics:
     try:
         raw = d["counts"]
-        counts = Counts(**{f.name: int(raw[f.name]) for f in fields(Counts)})
+        counts = Counts(**{f.name: int(raw[f.name] if f.default is MISSING else raw.get(f.name, f.default))
+                           for f in fields(Counts)})
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{where}: bad or missing counts ({err})") from None
     ests = [_read_estimate(d, name, _defined_n(name, counts), where) for name in METRIC_NAMES]
@@ -219,22 +220,25 @@ def markdown_report(
     ]
     lines += ["## Per task family", "", *_table(["Benchmark", "Task", "n"] + header[2:], rows), ""]
 
-    cheader = ["Benchmark", "n", "correct", "inconsistent", "C judged", "C failed", "C not asked",
-               "S defined", "S failed", "S not asked", "with boxes"]
+    cheader = ["Benchmark", "n", "correct", "inconsistent", "C judged", "C failed", "C nothing to judge",
+               "C not asked", "S defined", "S failed", "S nothing checkable", "S not asked", "with boxes"]
     rows = []
     for name, b in m.benchmarks.items():
         c = b.overall.counts
         rows.append([name] + [str(x) for x in (c.n, c.correct, c.inconsistent, c.consistency_judged,
-                                               c.consistency_failed, c.consistency_not_asked, c.semantic_defined,
-                                               c.semantic_failed, c.semantic_not_asked, c.spatial_defined)])
+                                               c.consistency_failed, c.consistency_unjudgeable,
+                                               c.consistency_not_asked, c.semantic_defined, c.semantic_failed,
+                                               c.semantic_unjudgeable, c.semantic_not_asked, c.spatial_defined)])
     lines += ["## Judge outcomes (C = consistency, S = semantic)", "", *_table(cheader, rows), ""]
     lines += [
         "## Definitions", "",
         *[f"- **{LABELS[s.name]}** (`{s.name}`): {s.doc}." for s in METRICS],
         "- IR leaves samples whose consistency verdict failed (unparseable or no answer) out of "
-        "numerator and denominator; samples never judged (no reasoning or answer, or outside the "
-        "judge scope) count as not inconsistent. *IR (worst)* counts every failed verdict as "
-        "inconsistent. IR is undefined (—) where no verdict came back at all.",
+        "numerator and denominator; samples in the judge scope with no parsable reasoning or answer "
+        "count as inconsistent (C nothing to judge), samples outside the scope as not inconsistent. "
+        "Semantic grounding counts a sample with no checkable sentence as 0 (S nothing checkable). "
+        "*IR (worst)* counts every failed verdict as inconsistent. IR is undefined (—) where no "
+        "sample was judged or had nothing to judge.",
         "- Circular benchmarks ask every rotation of the options; a sample is correct only if all "
         "rotations are. Other metrics use rotation 0 (the staged option order).",
         "",

@@ -7,13 +7,25 @@ with S seeds. Per variant and metric m over its seeds s = 1..S:
 
 With one seed the spread is the run's bootstrap interval instead (over test prompts).
 
-The issue's target (FGRPO against GRPO-T, on the seed means):
+The issue's target (FGRPO against GRPO-T, on the seed means and the paired differences of
+``eval.paired``):
 
     IR ratio       = IR(GRPO-T) / IR(FGRPO)           goal >= 5
-    accuracy gap   = acc(FGRPO) - acc(GRPO-T)         goal >= -0.02  (within 2 points)
-    semantic gain  = sem(FGRPO) - sem(GRPO-T)         goal > 0
+    accuracy gap   = acc(FGRPO) - acc(GRPO-T)         goal: lower end of its paired interval >= -0.02
+    semantic gain  = sem(FGRPO) - sem(GRPO-T)         goal: lower end of its paired interval > 0
 
-An IR of 0 for FGRPO makes the ratio infinite; it is reported as such, never as a number.
+(Without paired intervals the point values are compared.) An IR of 0 for FGRPO makes the ratio
+infinite; it is reported as such, never as a number.
+
+A target is never "met" on no evidence. Each is **not testable**, with the reason, when
+- accuracy: both rows answer at chance (per-order accuracy below chance + ``eval.min_sft_margin``);
+- IR ratio: both rows' IR is ~0 (below ``IR_FLOOR``): nothing to divide; or both policies are
+  mostly unparsable (well-formed below ``UNPARSABLE``); or a row got no consistency verdict;
+- semantic grounding: a row had no sentence judged.
+
+Before any RL row is trained, :func:`sft_check` asks for an SFT policy that is above chance on
+the val split by ``eval.min_sft_margin``: RL from a policy that cannot see has nothing to make
+faithful, and its table would measure which letter each run collapses onto.
 Figures take their data and an explicit output path (no hidden I/O), like ``eval/plots.py``.
 """
 
@@ -29,6 +41,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fgrpo_core.eval.curves import MultiplierRow, TrainCurves, by_constraint
+from fgrpo_core.eval.paired import PairedDiff, diff_markdown, pct
 from fgrpo_core.eval.plots import PRETTY, _save
 
 METRICS = ("accuracy", "rotation_accuracy", "inconsistency_rate", "ir_judged", "semantic_grounding",
@@ -40,13 +53,14 @@ SHORT = {"accuracy": "Acc", "rotation_accuracy": "Acc per order", "inconsistency
 
 def ir_of_judged(benchmarks: Mapping[str, Mapping]) -> float:
     """Inconsistent among the samples the consistency judge answered, pooled over benchmarks:
-    ``sum inconsistent / sum consistency_judged``.
+    ``sum (inconsistent - consistency_unjudgeable) / sum consistency_judged``.
 
-    The paper's IR divides by *all* samples, so a policy whose completions stop parsing (never
-    judged) lowers its IR without becoming more consistent; this one does not move that way.
+    IR itself counts a sample with nothing to judge as inconsistent (metrics.py); this one is the
+    judge's verdicts alone, the share of reasoned answers that do not follow from their reasoning.
     """
     judged = sum(int(b["counts"].get("consistency_judged", 0)) for b in benchmarks.values())
-    bad = sum(int(b["counts"].get("inconsistent", 0)) for b in benchmarks.values())
+    bad = sum(int(b["counts"].get("inconsistent", 0)) - int(b["counts"].get("consistency_unjudgeable", 0))
+              for b in benchmarks.values())
     return bad / judged if judged else math.nan
 
 
@@ -72,23 +86,49 @@ class SeedStat:
     n_seeds: int
 
 
+IR_FLOOR = 0.01  # an IR below 1% in both rows is "~0": a ratio of two such values says nothing
+UNPARSABLE = 0.5  # a row with fewer well-formed answers than this is "mostly unparsable"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # "met" | "not met" | "not testable"
+    reason: str = ""  # why not testable (or what decided it)
+
+
+@dataclass(frozen=True)
+class RowEvidence:
+    """What a row's targets can rest on (seed means; counts summed over seeds and benchmarks)."""
+
+    rotation_accuracy: float  # per-order accuracy
+    chance: float  # mean 1/k over the test questions (NaN: no multi-option question)
+    well_formed: float
+    consistency_judged: int  # samples the consistency judge answered
+    semantic_judged: int  # samples with a semantic score from judged sentences
+
+
 @dataclass(frozen=True)
 class TargetCheck:
     ir_ratio: float  # IR(GRPO-T) / IR(FGRPO); inf when FGRPO's IR is 0
     acc_gap: float  # acc(FGRPO) - acc(GRPO-T)
     semantic_gain: float  # sem(FGRPO) - sem(GRPO-T)
+    ir: Verdict = Verdict("not testable", "not checked")
+    acc: Verdict = Verdict("not testable", "not checked")
+    semantic: Verdict = Verdict("not testable", "not checked")
+    acc_lo: float = math.nan  # lower end of the paired interval of acc_gap (NaN: none)
+    semantic_lo: float = math.nan
 
     @property
     def ir_met(self) -> bool:
-        return self.ir_ratio >= 5.0
+        return self.ir.status == "met"
 
     @property
     def acc_met(self) -> bool:
-        return self.acc_gap >= -0.02
+        return self.acc.status == "met"
 
     @property
     def semantic_met(self) -> bool:
-        return self.semantic_gain > 0
+        return self.semantic.status == "met"
 
 
 def _num(x) -> float:
@@ -115,11 +155,112 @@ def seed_stats(runs: Sequence[Mapping[str, float | None]]) -> dict[str, SeedStat
     return out
 
 
-def target_check(baseline: Mapping[str, SeedStat], fgrpo: Mapping[str, SeedStat]) -> TargetCheck:
+def target_check(baseline: Mapping[str, SeedStat], fgrpo: Mapping[str, SeedStat],
+                 paired: Mapping[str, PairedDiff] | None = None,
+                 evidence: tuple[RowEvidence, RowEvidence] | None = None, margin: float = 0.10) -> TargetCheck:
+    """The issue's three targets, FGRPO against GRPO-T (``evidence``: (GRPO-T, FGRPO))."""
     ir_b, ir_f = baseline["inconsistency_rate"].mean, fgrpo["inconsistency_rate"].mean
     ratio = math.inf if ir_f == 0 and ir_b > 0 else (math.nan if ir_f == 0 else ir_b / ir_f)
-    return TargetCheck(ratio, fgrpo["accuracy"].mean - baseline["accuracy"].mean,
-                       fgrpo["semantic_grounding"].mean - baseline["semantic_grounding"].mean)
+    gap = fgrpo["accuracy"].mean - baseline["accuracy"].mean
+    gain = fgrpo["semantic_grounding"].mean - baseline["semantic_grounding"].mean
+    acc_lo = paired["accuracy"].lo if paired else math.nan
+    sem_lo = paired["semantic_grounding"].lo if paired else math.nan
+
+    def decide(ok: bool, why: str) -> Verdict:
+        return Verdict("met" if ok else "not met", why)
+
+    # IR
+    if evidence and all(e.well_formed < UNPARSABLE for e in evidence):
+        ir = Verdict("not testable", f"both policies mostly unparsable (well-formed {pct(evidence[0].well_formed)}% "
+                                     f"and {pct(evidence[1].well_formed)}%)")
+    elif evidence and any(e.consistency_judged == 0 for e in evidence):
+        who = "GRPO-T" if evidence[0].consistency_judged == 0 else "FGRPO"
+        ir = Verdict("not testable", f"no consistency verdict in {who}")
+    elif not (math.isnan(ir_b) or math.isnan(ir_f)) and ir_b < IR_FLOOR and ir_f < IR_FLOOR:
+        ir = Verdict("not testable", f"both IRs ~0 ({pct(ir_b)}% and {pct(ir_f)}%, below {pct(IR_FLOOR)}%): "
+                                     f"nothing to reduce")
+    elif math.isnan(ratio):
+        ir = Verdict("not testable", "IR undefined")
+    else:
+        ir = decide(ratio >= 5.0, "")
+    # accuracy
+    chance = evidence[0].chance if evidence else math.nan
+    if evidence and not math.isnan(chance) and all(e.rotation_accuracy < chance + margin for e in evidence):
+        acc = Verdict("not testable", f"both rows answer at chance: per-order accuracy {pct(evidence[0].rotation_accuracy)}% "
+                                      f"and {pct(evidence[1].rotation_accuracy)}% vs chance {pct(chance)}% "
+                                      f"(+{pct(margin)} pts margin)")
+    elif math.isnan(gap):
+        acc = Verdict("not testable", "accuracy undefined")
+    elif not math.isnan(acc_lo):
+        acc = decide(acc_lo >= -0.02, f"lower end of the paired interval {100 * acc_lo:+.1f} pts")
+    else:
+        acc = decide(gap >= -0.02, "point values (no paired interval)")
+    # semantic grounding
+    if evidence and any(e.semantic_judged == 0 for e in evidence):
+        who = "GRPO-T" if evidence[0].semantic_judged == 0 else "FGRPO"
+        sem = Verdict("not testable", f"no sentence judged in {who}")
+    elif math.isnan(gain):
+        sem = Verdict("not testable", "semantic grounding undefined")
+    elif not math.isnan(sem_lo):
+        sem = decide(sem_lo > 0, f"lower end of the paired interval {100 * sem_lo:+.1f} pts")
+    else:
+        sem = decide(gain > 0, "point values (no paired interval)")
+    return TargetCheck(ratio, gap, gain, ir, acc, sem, acc_lo, sem_lo)
+
+
+@dataclass(frozen=True)
+class SFTCheck:
+    """SFT's per-order accuracy on the val split against chance (see :func:`sft_check`)."""
+
+    accuracy: float  # mean over questions of right orders / orders
+    lo: float  # percentile bootstrap interval over the questions
+    hi: float
+    chance: float  # mean of 1/k over the questions
+    margin: float  # eval.min_sft_margin
+    n: int  # questions
+    confidence: float = 0.95
+
+    @property
+    def passed(self) -> bool:
+        return self.accuracy >= self.chance + self.margin
+
+    def message(self) -> str:
+        head = (f"SFT per-order accuracy on the val split {pct(self.accuracy)}% "
+                f"[{100 * self.confidence:g}% CI {pct(self.lo)}, {pct(self.hi)}] over {self.n} questions, "
+                f"chance {pct(self.chance)}% (mean 1/k)")
+        if self.passed:
+            return f"{head}: above chance by {100 * (self.accuracy - self.chance):.1f} pts (>= {pct(self.margin)}); RL rows go ahead"
+        return (f"fgrpo repro: {head}: not above chance by eval.min_sft_margin = {pct(self.margin)} pts; "
+                f"the RL rows are not trained (a policy at chance has nothing for RL to make faithful). "
+                f"Improve the SFT stage, or lower eval.min_sft_margin")
+
+
+def sft_check(rotations_correct: Sequence[int], rotations: Sequence[int], margin: float,
+              n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> SFTCheck:
+    """Per-question (right orders, orders asked) of a circular val evaluation -> :class:`SFTCheck`.
+
+    Every question is asked in all k orders of its options (circular), so a letter-biased guesser
+    scores exactly 1/k per question: chance = mean 1/k. The interval is scipy's percentile
+    bootstrap of the mean over questions.
+    """
+    rc, k = np.asarray(rotations_correct, dtype=np.float64), np.asarray(rotations, dtype=np.float64)
+    if rc.shape != k.shape:
+        raise ValueError(f"sft_check: {rc.size} right-order counts vs {k.size} order counts")
+    keep = k > 1
+    if not keep.any():
+        raise ValueError("sft_check: no question was asked in more than one option order: evaluate the val split "
+                         "circularly (every rotation of the options) to know its chance level")
+    frac, chance = rc[keep] / k[keep], float(np.mean(1.0 / k[keep]))
+    acc = float(frac.mean())
+    if frac.size >= 2 and np.ptp(frac) > 0:
+        from scipy.stats import bootstrap
+
+        ci = bootstrap((frac,), np.mean, n_resamples=n_boot, confidence_level=confidence, method="percentile",
+                       random_state=np.random.default_rng(seed)).confidence_interval
+        lo, hi = float(ci.low), float(ci.high)
+    else:  # one question, or all alike: every resample is that value
+        lo = hi = acc
+    return SFTCheck(acc, lo, hi, chance, margin, int(frac.size), confidence)
 
 
 def _pct(s: SeedStat) -> str:
@@ -130,7 +271,9 @@ def _pct(s: SeedStat) -> str:
 
 
 def summary_markdown(stats: Mapping[str, Mapping[str, SeedStat]], labels: Mapping[str, str],
-                     check: TargetCheck | None, seeds: Sequence[int]) -> str:
+                     check: TargetCheck | None, seeds: Sequence[int],
+                     paired: Mapping[str, Mapping[str, PairedDiff]] | None = None, confidence: float = 0.95,
+                     sft: SFTCheck | None = None) -> str:
     """The table (rows in ``stats`` order), then the target check against the issue's goals."""
     spread = "min–max over seeds" if len(seeds) > 1 else "bootstrap interval over test prompts"
     lines = [
@@ -143,20 +286,32 @@ def summary_markdown(stats: Mapping[str, Mapping[str, SeedStat]], labels: Mappin
     ]
     for name, st in stats.items():
         lines.append(f"| {labels.get(name, name)} | " + " | ".join(_pct(st[m]) for m in METRICS) + " |")
+    if paired:
+        lines += ["", "## Paired differences against GRPO-T", "", *diff_markdown(paired, labels, confidence)]
     if check is not None:
-        ratio = "∞ (FGRPO IR = 0)" if math.isinf(check.ir_ratio) else f"{check.ir_ratio:.2f}×"
-        yes = {True: "met", False: "not met"}
+        ratio = "∞ (FGRPO IR = 0)" if math.isinf(check.ir_ratio) else (
+            "—" if math.isnan(check.ir_ratio) else f"{check.ir_ratio:.2f}×")
+
+        def interval(lo: float) -> str:
+            return "" if math.isnan(lo) else f" (paired interval from {100 * lo:+.1f})"
+
+        def verdict(v: Verdict) -> str:
+            return f"not testable: {v.reason}" if v.status == "not testable" else v.status
+
         lines += [
             "",
-            "## Target (issue #11), FGRPO against GRPO-T",
+            "## Target, FGRPO against GRPO-T",
             "",
             "| quantity | measured | goal | |",
             "|---|---|---|---|",
-            f"| IR(GRPO-T) / IR(FGRPO) | {ratio} | ≥ 5× | {yes[check.ir_met]} |",
-            f"| accuracy, FGRPO − GRPO-T | {100 * check.acc_gap:+.1f} pts | ≥ −2 pts | {yes[check.acc_met]} |",
-            f"| semantic grounding, FGRPO − GRPO-T | {100 * check.semantic_gain:+.1f} pts | > 0 | "
-            f"{yes[check.semantic_met]} |",
+            f"| IR(GRPO-T) / IR(FGRPO) | {ratio} | ≥ 5× | {verdict(check.ir)} |",
+            f"| accuracy, FGRPO − GRPO-T | {100 * check.acc_gap:+.1f} pts{interval(check.acc_lo)} | ≥ −2 pts | "
+            f"{verdict(check.acc)} |",
+            f"| semantic grounding, FGRPO − GRPO-T | {100 * check.semantic_gain:+.1f} pts"
+            f"{interval(check.semantic_lo)} | > 0 | {verdict(check.semantic)} |",
         ]
+    if sft is not None:
+        lines += ["", "## SFT start on the val split", "", sft.message()]
     return "\n".join(lines) + "\n"
 
 
@@ -199,7 +354,9 @@ def plot_multiplier_trajectories(histories: Mapping[str, Sequence[MultiplierRow]
 
 
 CURVE_PANELS = (("reward_acc", "accuracy reward"), ("reward_consistency", "consistency R_C (correct rollouts)"),
-                ("reward_semantic", "semantic grounding R_S"), ("reward_spatial", "spatial grounding R_G"))
+                ("reward_semantic", "semantic grounding R_S"), ("reward_spatial", "spatial grounding R_G"),
+                ("semantic_undefined_share", "no checkable sentence (share of correct)"),
+                ("consistency_unjudged_share", "no reasoning to judge (share of correct)"))
 
 
 def plot_round_curves(curves: Mapping[str, Sequence[TrainCurves]], path: str | Path, title: str = "") -> Path:

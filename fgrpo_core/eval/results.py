@@ -9,8 +9,13 @@ Judge outcomes keep their status (PITFALLS.md: a judge failure is counted, never
 - ``ok``: the judge answered; the score is a number (consistency) or a number/NaN (semantic:
   NaN when every labelled sentence was SKIP).
 - ``unparseable`` / ``failed``: the judge was asked and did not deliver; score NaN.
-- ``not_asked``: the judge was not asked (no reasoning or no answer to judge, no checkable
-  sentence, or outside the judge scope); score NaN.
+- ``unjudgeable``: the sample is in the judge scope but gave the judge nothing to rule on (no
+  parsable reasoning or answer; for semantic grounding: no checkable sentence, or every sentence
+  SKIP); score NaN. It counts as *inconsistent* in IR and as 0 in semantic grounding, as training
+  counts it (``train.scoring``): a policy cannot lower its IR or raise its grounding by writing
+  nothing checkable or by breaking the format.
+- ``not_asked``: the judge was not asked (outside the judge scope: a wrong answer under scope
+  ``correct``); score NaN.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class JudgeOutcome(str, Enum):
     ok = "ok"
     unparseable = "unparseable"
     failed = "failed"
+    unjudgeable = "unjudgeable"
     not_asked = "not_asked"
 
     @property
@@ -83,7 +89,10 @@ class SampleResult:
 
     @property
     def inconsistent(self) -> bool:
-        """The consistency judge said the answer does not follow from the reasoning."""
+        """The consistency judge said the answer does not follow from the reasoning, or there was no
+        parsable reasoning or answer to judge (unjudgeable counts against, never for, the policy)."""
+        if self.consistency_status is JudgeOutcome.unjudgeable:
+            return True
         return self.consistency_status is JudgeOutcome.ok and self.consistency == 0.0
 
 

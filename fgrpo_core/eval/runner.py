@@ -11,6 +11,11 @@ The judge scope decides which completions are judged:
 judges only correct ones, as the training reward masks R_C and R_S (FGRPO.md section 2). Under
 ``correct`` a wrong answer is never inconsistent, so IR reads as "right answer, wrong reason".
 
+Inside the scope, a completion that gives a judge nothing to rule on is ``unjudgeable``, not
+skipped: no parsable reasoning or answer (consistency; it counts as inconsistent in IR), no
+checkable sentence or every sentence SKIP (semantic grounding; it counts 0). The training scores
+count the same cases the same way (``train.scoring``).
+
 Judge calls go to rotation 0 only (the staged option order): one verdict per sample, and
 circular benchmarks cost no extra judge calls.
 """
@@ -251,6 +256,7 @@ def _judge(
     if scope not in ("all", "correct"):
         raise ValueError(f"judge scope must be 'all' or 'correct', got {scope!r}")
     not_asked = (JudgeOutcome.not_asked, math.nan)
+    unjudgeable = (JudgeOutcome.unjudgeable, math.nan)
     consistency = [not_asked] * len(asks)
     semantic = [not_asked] * len(asks)
     sentences = [0] * len(asks)
@@ -261,10 +267,14 @@ def _judge(
         s = a.sample
         # the requests scoring builds from a completion (parse, split, drop trivial sentences)
         c, sem = trace_requests(s.question, a.order.choices, a.text, s.image, s.scene)
-        if c is not None:
+        if c is None:  # no parsable reasoning or answer: in scope, nothing to judge
+            consistency[i] = unjudgeable
+        else:
             c_idx.append(i)
             c_req.append(c)
-        if sem is not None:
+        if sem is None:  # no checkable sentence (K' = 0)
+            semantic[i] = unjudgeable
+        else:
             sentences[i] = len(sem.sentences)
             s_idx.append(i)
             s_req.append(sem)
@@ -277,5 +287,8 @@ def _judge(
     if s_req:
         for i, v in zip(s_idx, _expect(len(s_req), judge.semantic(s_req), "semantic judge")):
             status = _judge_status(v)
-            semantic[i] = (status, v.score if status is JudgeOutcome.ok else math.nan)
+            if status is JudgeOutcome.ok and math.isnan(v.score):  # every sentence SKIP: K' = 0
+                semantic[i] = unjudgeable
+            else:
+                semantic[i] = (status, v.score if status is JudgeOutcome.ok else math.nan)
     return consistency, semantic, sentences

@@ -175,6 +175,18 @@ def _nanmean(t: torch.Tensor) -> float:
     return float(t[ok].mean()) if ok.any() else math.nan
 
 
+def _escape_shares(scores: RoundScores) -> dict[str, float]:
+    e = scores.escapes
+    if e is None:
+        return {c: math.nan for c in ESCAPE_COLUMNS}
+    return {"semantic_undefined_share": e.semantic_undefined_share,
+            "consistency_unjudged_share": e.consistency_unjudged_share,
+            "unparsable_share": e.unparsable_share}
+
+
+ESCAPE_COLUMNS = ("semantic_undefined_share", "consistency_unjudged_share", "unparsable_share")
+
+
 class FGRPOTrainer:
     """Runs rounds on a live rollout engine. Build with :meth:`create`, then :meth:`resume`,
     then :meth:`run_round` for each round (or :meth:`run`)."""
@@ -284,7 +296,7 @@ class FGRPOTrainer:
         lambdas_used = self.dual.lambdas  # from the end of round r-1 [ours]
         adv = compute_advantages(self.p.mode, task, cons, lambdas_used, active=self.active, eps=self.p.adv_eps,
                                  whiten=self.p.whiten, unbiased=self.p.adv_std_unbiased,
-                                 group_ids=gid).to(torch.float32)
+                                 group_ids=gid, parts=scores.task_rewards()).to(torch.float32)
         if not torch.isfinite(adv).all():
             raise FloatingPointError(f"round {r}: non-finite advantages")
         for s in chosen:
@@ -314,6 +326,8 @@ class FGRPOTrainer:
             **{f"lambda_{k}": lambdas_used.get(k, math.nan) for k in CONSTRAINTS},
             **{f"lambda_next_{k}": self.dual.lambdas.get(k, math.nan) for k in CONSTRAINTS},
             **{f"slack_{k}": means[k] - self.dual.thresholds[k] for k in self.active},
+            # no escape hatches (scoring.py): correct rollouts that gave a judge nothing to rule on
+            **_escape_shares(scores),
             "adv_std": float(adv.std()) if adv.numel() > 1 else 0.0,
             "loss": stats.loss, "pg_loss": stats.pg_loss, "kl": stats.kl, "clip_frac": stats.clip_frac,
             "ratio_mean": stats.ratio_mean, "grad_norm": stats.grad_norm, "optimizer_steps": stats.optimizer_steps,

@@ -7,6 +7,23 @@
 
 NaN means "not applicable" and never enters a mean. A judge that fails or answers garbage
 gives NaN too, and the verdict's status is kept, so a round can count its judge failures.
+
+No escape hatches **[ours]**. Where a constraint applies (R_acc > 0) and is active, a rollout
+that gives the judge nothing to rule on scores 0, not NaN (status ``unjudgeable``):
+
+    R_C = 0   a right answer without a parsable reasoning (no think part): the answer cannot be
+              shown to follow from a reasoning that is not there
+    R_S = 0   a right answer with no checkable sentence (K' = 0: no reasoning, every sentence
+              trivial, or every sentence labelled SKIP by the judge): no claim about the image
+              was made, so none was grounded
+
+Leaving them NaN would drop them from the constraint means c_k fed to dual ascent and from the
+group z-scores, so a policy could meet a constraint by writing nothing checkable or by breaking
+the format while the honest rollouts carried the whole penalty. Because the 0 is written here,
+the decoupled advantages, the shaped rewards and c_k all see the same value. Evaluation counts
+the same cases the same way (``eval.runner``, ``eval.metrics``). A *judge* failure stays NaN:
+it is the judge's fault, not the policy's, and is counted in ``judge_status``. The shares are
+counted per round (``EscapeCounts``) and logged in ``train_metrics.csv``.
 """
 
 from __future__ import annotations
@@ -18,13 +35,15 @@ from typing import Mapping, Sequence
 
 import torch
 
+from fgrpo_core.advantages import TaskRewards
 from fgrpo_core.data.schema import Sample
 from fgrpo_core.judges.agreement import trace_requests
-from fgrpo_core.judges.base import Judge
+from fgrpo_core.judges.base import Judge, VerdictStatus
 from fgrpo_core.records import Rollout
 from fgrpo_core.rewards.grader import grade_completions
 
 CONSTRAINTS = ("consistency", "semantic", "spatial")
+UNJUDGEABLE = "unjudgeable"  # a right answer that gave the judge nothing to rule on: scored 0
 
 
 @dataclass
@@ -39,16 +58,43 @@ class RolloutScore:
     consistency: float
     semantic: float
     spatial: float
-    consistency_status: str  # ok | unparseable | failed | not_applicable
+    consistency_status: str  # ok | unparseable | failed | unjudgeable | not_applicable
     semantic_status: str
     response_tokens: int
     n_pred_boxes: int
+
+
+@dataclass(frozen=True)
+class EscapeCounts:
+    """How many rollouts of a round gave a judge nothing to rule on (see the module docstring)."""
+
+    rollouts: int
+    correct: int  # R_acc > 0: where R_C and R_S apply
+    semantic_undefined: int  # correct, K' = 0: no checkable sentence (or all SKIP)
+    consistency_unjudged: int  # correct, no parsable reasoning: never judged for consistency
+    unparsable: int  # any answer: no parsable reasoning or no parsable answer
+
+    @property
+    def semantic_undefined_share(self) -> float:
+        """Among the rollouts R_S applies to (NaN when none)."""
+        return self.semantic_undefined / self.correct if self.correct else math.nan
+
+    @property
+    def consistency_unjudged_share(self) -> float:
+        """Among the rollouts R_C applies to (NaN when none)."""
+        return self.consistency_unjudged / self.correct if self.correct else math.nan
+
+    @property
+    def unparsable_share(self) -> float:
+        """Among all rollouts."""
+        return self.unparsable / self.rollouts if self.rollouts else math.nan
 
 
 @dataclass
 class RoundScores:
     scores: list[RolloutScore]
     judge_status: dict[str, dict[str, int]] = field(default_factory=dict)  # signal -> status -> count
+    escapes: EscapeCounts | None = None
 
     def tensors(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """``(task [N], {constraint: [N]}, group_ids [N])`` in rollout order (float64)."""
@@ -57,6 +103,11 @@ class RoundScores:
         index: dict[str, int] = {}
         gid = torch.tensor([index.setdefault(s.prompt_id, len(index)) for s in self.scores], dtype=torch.long)
         return task, cons, gid
+
+    def task_rewards(self) -> TaskRewards:
+        """R_acc and R_fmt ``[N]`` in rollout order (the shaped rewards of the ablation need them apart)."""
+        return TaskRewards(acc=torch.tensor([s.acc for s in self.scores], dtype=torch.float64),
+                           fmt=torch.tensor([s.fmt for s in self.scores], dtype=torch.float64))
 
     def rows(self) -> list[dict]:
         return [asdict(s) for s in self.scores]
@@ -79,15 +130,21 @@ def score_rollouts(
         [[b.as_list() for b in s.boxes] for s in smp],
     )
     # Ask the judge only where R_C / R_S apply: correct answers with a reasoning and an answer.
+    n = len(rollouts)
     c_req, c_at, s_req, s_at = [], [], [], []
+    no_reasoning, no_claim = set(), set()  # correct answers that give a judge nothing to rule on
     for i, (r, s, g) in enumerate(zip(rollouts, smp, grades)):
         if g.acc <= 0:
             continue
         c, sem = trace_requests(s.question, s.choices, r.text, s.image, s.scene)
-        if c is not None and "consistency" in constraints:
+        if c is None:
+            no_reasoning.add(i)
+        elif "consistency" in constraints:
             c_req.append(c)
             c_at.append(i)
-        if sem is not None and "semantic" in constraints:
+        if sem is None:
+            no_claim.add(i)
+        elif "semantic" in constraints:
             s_req.append(sem)
             s_at.append(i)
     c_ver = judge.consistency(c_req) if c_req else []
@@ -96,13 +153,30 @@ def score_rollouts(
         raise RuntimeError(f"judge {judge.name} returned {len(c_ver)}/{len(c_req)} consistency and "
                            f"{len(s_ver)}/{len(s_req)} semantic verdicts")
 
-    n = len(rollouts)
     c_score, c_status = [math.nan] * n, ["not_applicable"] * n
     s_score, s_status = [math.nan] * n, ["not_applicable"] * n
     for i, v in zip(c_at, c_ver):
         c_score[i], c_status[i] = v.score, v.status.value
     for i, v in zip(s_at, s_ver):
         s_score[i], s_status[i] = v.score, v.status.value
+    status = {  # what the judge answered, before the escape rule below
+        "consistency": dict(Counter(c_status[i] for i in c_at)),
+        "semantic": dict(Counter(s_status[i] for i in s_at)),
+    }
+    all_skip = {i for i, v in zip(s_at, s_ver) if v.status is VerdictStatus.ok and math.isnan(v.score)}
+    if "consistency" in constraints:
+        for i in no_reasoning:
+            c_score[i], c_status[i] = 0.0, UNJUDGEABLE
+    if "semantic" in constraints:
+        for i in no_claim | all_skip:
+            s_score[i], s_status[i] = 0.0, UNJUDGEABLE
+    escapes = EscapeCounts(
+        rollouts=n,
+        correct=sum(g.acc > 0 for g in grades),
+        semantic_undefined=len(no_claim | all_skip),
+        consistency_unjudged=len(no_reasoning),
+        unparsable=sum(not g.parsed.think or not g.parsed.answer for g in grades),
+    )
     scores = [
         RolloutScore(
             prompt_id=r.prompt_id,
@@ -120,8 +194,4 @@ def score_rollouts(
         )
         for i, (r, g) in enumerate(zip(rollouts, grades))
     ]
-    status = {
-        "consistency": dict(Counter(c_status[i] for i in c_at)),
-        "semantic": dict(Counter(s_status[i] for i in s_at)),
-    }
-    return RoundScores(scores=scores, judge_status=status)
+    return RoundScores(scores=scores, judge_status=status, escapes=escapes)

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fgrpo_core.advantages import compute_advantages
+from fgrpo_core.advantages import SHAPED_CONSTRAINTS, SHAPED_WEIGHTS, TaskRewards, compute_advantages
 from fgrpo_core.config import AdvantageMode, BenchmarkImport, FGRPOParams, SyntheticDataParams
 from fgrpo_core.data.schema import SchemaError
 from fgrpo_core.judges.exact import ExactJudge
@@ -42,7 +42,7 @@ from tests.faults.conftest import PRESET
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 LAMBDAS = {"consistency": 1.0, "semantic": 1.0, "spatial": 1.0}
-STATUSES = {"ok", "unparseable", "failed", "not_applicable"}
+STATUSES = {"ok", "unparseable", "failed", "unjudgeable", "not_applicable"}
 _P = FGRPOParams()
 
 
@@ -97,10 +97,21 @@ COMPLETIONS = st.one_of(
 )
 
 
+def _active(mode: AdvantageMode) -> list[str]:
+    """The shaped rewards (reward_sum, gate) are the paper's formulas over R_C and R_G only."""
+    return list(SHAPED_CONSTRAINTS) if mode in SHAPED_WEIGHTS else list(CONSTRAINTS)
+
+
+def _parts(task: torch.Tensor) -> TaskRewards:
+    """R_acc, R_fmt behind R_task = 0.5 R_acc + 0.5 R_fmt (0.5: well formed, wrong answer)."""
+    return TaskRewards(acc=(task == 1.0).double(), fmt=(task >= 0.5).double())
+
+
 def _round_math(scores, mode: AdvantageMode) -> None:
     """What update_step does with the scores, short of the model: advantages, dual step, loss."""
     task, cons, gid = scores.tensors()
-    adv = compute_advantages(mode, task, cons, LAMBDAS, active=list(CONSTRAINTS), group_ids=gid).to(torch.float32)
+    adv = compute_advantages(mode, task, cons, LAMBDAS, active=_active(mode), group_ids=gid,
+                             parts=scores.task_rewards()).to(torch.float32)
     assert adv.shape == task.shape and torch.isfinite(adv).all(), (mode, adv)
     means, counts = constraint_stats(cons)
     dual = _dual({k: 0.9 for k in CONSTRAINTS}, min_count=0)
@@ -306,7 +317,7 @@ def _tensors(task_rows, cons_rows):
 def test_zero_variance_groups_give_zero_advantage(mode):
     # every group constant in every signal: no signal to follow, so A = 0 exactly (no 0/0 NaN)
     task, cons, gid = _tensors([[0.5] * 4, [1.0] * 4], {k: [[1.0] * 4, [0.0] * 4] for k in CONSTRAINTS})
-    adv = compute_advantages(mode, task, cons, LAMBDAS, group_ids=gid)
+    adv = compute_advantages(mode, task, cons, LAMBDAS, active=_active(mode), group_ids=gid, parts=_parts(task))
     assert torch.equal(adv, torch.zeros_like(adv)), adv
     logp = torch.full((8, 3), -1.0, requires_grad=True)
     loss, _ = policy_loss(logp, logp.detach(), None, adv.float(), torch.ones(8, 3), beta=0.0)
@@ -318,13 +329,14 @@ def test_singleton_groups_and_all_masked_constraints(mode):
     nan = math.nan
     # 3 prompts with one rollout each (singletons) + every constraint masked everywhere
     task, cons, gid = _tensors([[1.0], [0.0], [0.5]], {k: [[nan], [nan], [nan]] for k in CONSTRAINTS})
-    adv = compute_advantages(mode, task, cons, LAMBDAS, group_ids=gid)
+    adv = compute_advantages(mode, task, cons, LAMBDAS, active=_active(mode), group_ids=gid, parts=_parts(task))
     assert torch.equal(adv, torch.zeros_like(adv))  # a group of one has no baseline: A = 0
     # all masked, groups of 2: the task signal alone decides, constraints add nothing
     task, cons, gid = _tensors([[1.0, 0.0], [0.0, 0.0]], {k: [[nan, nan], [nan, nan]] for k in CONSTRAINTS})
-    adv = compute_advantages(mode, task, cons, LAMBDAS, group_ids=gid)
+    adv = compute_advantages(mode, task, cons, LAMBDAS, active=_active(mode), group_ids=gid, parts=_parts(task))
     only_task = compute_advantages(mode, task, {k: torch.full_like(task, nan) for k in CONSTRAINTS},
-                                   {k: 0.0 for k in CONSTRAINTS}, group_ids=gid)
+                                   {k: 0.0 for k in CONSTRAINTS}, active=_active(mode), group_ids=gid,
+                                   parts=_parts(task))
     assert torch.isfinite(adv).all() and torch.allclose(adv, only_task)
     assert adv[0] > 0 > adv[1] and adv[2] == adv[3] == 0
     means, counts = constraint_stats(cons)
