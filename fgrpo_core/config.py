@@ -120,6 +120,14 @@ class SyntheticDataParams(_Section):
         0.2, ge=0.0, le=1.0, description="SFT traces with a sentence about an object/relation not in the scene."
     )
     bad_box_share: float = Field(0.2, ge=0.0, le=1.0, description="SFT traces with jittered or misplaced boxes.")
+    position_cue: float = Field(
+        0.0, ge=0.0, le=127.0,
+        description="Levels (of 255) of a colour ramp painted over the whole image: red rises left to right and "
+        "blue top to bottom by 2x this much, so every pixel, objects included, shows where it is (as CoordConv's "
+        "coordinate channels). 0 = off, the scenes as drawn. For tiny random models only: their vision tower has "
+        "no absolute position (2-D rotary only) and does not learn positions in minutes without it "
+        "(docs/reproduction.md). Object fills are then no longer exact colours.",
+    )
 
 
 class BenchmarkImport(_Section):

@@ -211,3 +211,33 @@ def test_no_answer_position_shortcut(samples):
         if len(n_opt) == 1:
             counts = np.bincount(idx, minlength=n_opt.pop())
             assert chisquare(counts).pvalue > 1e-3, f"{task}: answer positions {counts.tolist()}"
+
+
+def test_position_cue_paints_the_coordinate_ramp_and_changes_nothing_else():
+    """data.synthetic.position_cue = L adds L*(2x/(W-1) - 1) to red and L*(2y/(H-1) - 1) to blue.
+
+    Worked numbers for L = 40 on a 112-pixel image: x = 0 -> red - 40, x = 111 -> red + 40,
+    x = 56 -> 40 * (112/111 - 1) = +0.36 -> rounds to 0; green never changes. The cue draws no
+    random numbers, so the scene, question and answer are those of the same sample without it.
+    """
+    import numpy as np
+
+    from fgrpo_core.config import SyntheticDataParams
+    from fgrpo_core.data.synthetic import generate_item
+
+    plain = generate_item(SyntheticDataParams(), "sft", 3, 3136, 12544).sample
+    cued = generate_item(SyntheticDataParams(position_cue=40), "sft", 3, 3136, 12544).sample
+    assert (cued.question, cued.choices, cued.answer, cued.scene) == (plain.question, plain.choices, plain.answer, plain.scene)
+    a = np.asarray(plain.image).astype(int)
+    b = np.asarray(cued.image).astype(int)
+    h, w = a.shape[:2]
+    ramp_x = np.rint(a[..., 0] + 40 * np.linspace(-1, 1, w)[None, :]).clip(0, 255)
+    ramp_y = np.rint(a[..., 2] + 40 * np.linspace(-1, 1, h)[:, None]).clip(0, 255)
+    assert (b[..., 0] == ramp_x).all() and (b[..., 2] == ramp_y).all() and (b[..., 1] == a[..., 1]).all()
+    # Away from clipping the left edge is 80 levels less red than the right edge.
+    row = h // 2
+    unclipped = (a[row, [0, w - 1], 0] >= 40).all() and (a[row, [0, w - 1], 0] <= 215).all()
+    assert not unclipped or (b[row, w - 1, 0] - a[row, w - 1, 0]) - (b[row, 0, 0] - a[row, 0, 0]) == 80
+    # 0 is off: the image is the scene as drawn, byte for byte.
+    off = generate_item(SyntheticDataParams(position_cue=0), "sft", 3, 3136, 12544).sample
+    assert off.image.tobytes() == plain.image.tobytes()

@@ -80,6 +80,19 @@ def render(size: int, horizon_y: float, shapes_far_to_near: list[Shape]) -> Imag
     return img
 
 
+def add_position_cue(image: Image.Image, levels: float) -> Image.Image:
+    """``image`` with a coordinate ramp added to every pixel: red + levels*(2x/(W-1) - 1), blue +
+    levels*(2y/(H-1) - 1), clipped to [0, 255] (a pixel shows its own x and y, as CoordConv's extra
+    channels do). ``levels`` 0 returns the image unchanged."""
+    if levels == 0:
+        return image
+    img = np.asarray(image.convert("RGB")).astype(np.float32)
+    h, w = img.shape[:2]
+    img[..., 0] += levels * np.linspace(-1.0, 1.0, w, dtype=np.float32)[None, :]
+    img[..., 2] += levels * np.linspace(-1.0, 1.0, h, dtype=np.float32)[:, None]
+    return Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8))
+
+
 def draw_boxes(image: Image.Image, boxes: list[tuple[str, list[float]]], scale: int = 4) -> Image.Image:
     """Upscaled copy of ``image`` with labelled box outlines (for docs and debugging)."""
     big = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)

@@ -45,7 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fgrpo_core.config import SyntheticDataParams
-from fgrpo_core.data.render import COLOURS, SHAPES, Shape, render, shape_mask
+from fgrpo_core.data.render import COLOURS, SHAPES, Shape, add_position_cue, render, shape_mask
 from fgrpo_core.data.schema import Box, Sample, box_iou, to_model_frame
 from fgrpo_core.prompts import LETTERS
 
@@ -451,6 +451,7 @@ def generate_item(params: SyntheticDataParams, split: str, index: int, min_pixel
     task = params.tasks[index % len(params.tasks)]
     for _ in range(200):
         scene, image = make_scene(rng, params.image_size, params.min_objects, params.max_objects)
+        image = add_position_cue(image, params.position_cue)
         image, _, (sx, sy) = to_model_frame(image, [], min_pixels, max_pixels)
         scene = finish_scene_graph(scale_scene(scene, sx, sy))
         spec = ASKERS[task](scene, rng)
