@@ -585,7 +585,9 @@ def main(argv=None) -> int:
     from fgrpo_core.models.loading import resolve_dtype
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("--device cuda, but torch sees no CUDA device (use --device cpu for the dry run)", file=sys.stderr)
+        rep.data["status"] = "error: --device cuda, but torch sees no CUDA device (--device cpu: the dry run)"
+        rep.write()
+        print(rep.data["status"], file=sys.stderr)
         return 2
     device = torch.device(args.device)
     params = load_params(args.params)

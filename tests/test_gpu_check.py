@@ -39,8 +39,8 @@ def test_dry_run_through_the_shell_entry(tmp_path):
     and its figures are finite, positive and agree with each other. The script first blocks vLLM,
     TRL, Prefect, datasets and DVC (None in sys.modules: "import vllm" raises, as on the GPU
     machine) and imports its fgrpo_core modules, so this run is also the import check.
-    (~40 s on an idle 2-core machine; the budget, whose shares cap each phase, is large so that a
-    loaded machine cannot cut a phase short: this test checks the figures, not the speed.)"""
+    (54 s on 2 shared cores at load 7, 5 min at load 35. The budget, whose shares cap each phase,
+    is large so that a loaded machine cannot cut a phase short: this checks figures, not speed.)"""
     from bench.gpu_update import ABSENT_PACKAGES, FGRPO_MODULES
 
     args = ["--device", "cpu", "--shape", "tiny", "--prompts", "2", "--group", "2", "--max-tokens", "12",
