@@ -197,9 +197,9 @@ def run_table(params_file: str, overrides: Sequence[str], rows: Sequence[str], s
     done: list[tuple[str, Path]] = []
     try:
         check = _sft_on_val(engine, params_file, overrides, init, metrics_dir, report_dir)
-        print(check.message(), flush=True)
         if not check.passed:
-            raise SFTAtChance(check.message())
+            raise SFTAtChance(check.message())  # main() prints it once, on stderr
+        print(check.message(), flush=True)
         sft_params = load_params(params_file, list(overrides) + [
             f"eval.out_path={metrics_dir / 'sft.json'}", f"eval.samples_path={metrics_dir / 'sft_samples.jsonl'}",
             f"eval.report_dir={report_dir / 'sft'}"])
