@@ -1,6 +1,6 @@
 """What every stage task shares: its key, what it returns, how heavy work runs, the GPU slot.
 
-Cache policy (PITFALLS.md, Prefect): a stage task is cached on its :class:`StageIdentity` only,
+Cache policy (docs/method.md#prefect-caching-and-gpu-stages): a stage task is cached on its :class:`StageIdentity` only,
 the hashes of the params keys, code and input contents that ``dvc.yaml`` lists for the stage
 (``flows/stages.py``), never on Prefect's default (which holds the run id) nor on the task's own
 source lines. The params object itself is passed too, but is not part of the key.

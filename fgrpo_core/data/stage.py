@@ -8,7 +8,7 @@ Splits:
     test_<name>     one per imported benchmark (``data.benchmarks``)
 A split whose size is 0 is not written.
 
-Over-long prompts are dropped, never truncated (PITFALLS.md "image tokens vs image features"),
+Over-long prompts are dropped, never truncated (docs/method.md#image-tokens-and-over-long-prompts),
 and counted per split in the manifest. Two ways to count a prompt's tokens:
 
 - :func:`processor_prompt_counter`: the exact count under the policy's processor, i.e. the

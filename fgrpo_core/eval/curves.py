@@ -1,6 +1,6 @@
 """Training histories the trainer writes, read into typed records for plots and reports.
 
-``multipliers.csv`` (one row per step and constraint; FGRPO.md section 4), columns:
+``multipliers.csv`` (one row per step and constraint; docs/method.md#dual-ascent), columns:
     step, constraint, mean, count, threshold, lambda_before, lambda_after, skipped
 ``mean`` may be empty or ``nan`` when no rollout was applicable (then ``skipped`` is true).
 

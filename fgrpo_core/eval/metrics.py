@@ -1,4 +1,4 @@
-"""Benchmark metrics from per-sample results (FGRPO.md section 8), with bootstrap intervals.
+"""Benchmark metrics from per-sample results (docs/method.md#evaluation), with bootstrap intervals.
 
 Over the N samples of one benchmark (or one task family of it):
 

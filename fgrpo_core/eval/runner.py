@@ -2,13 +2,13 @@
 
     for each benchmark split, for each sample, for each option order (circular: all rotations):
         one greedy completion (temperature 0, n = 1)
-    grade every completion with the training grader      (STYLE.md 9: one answer matcher)
+    grade every completion with the training grader      (docs/method.md#code-principles: one grader)
     judge rotation 0's reasoning: consistency (R_C) and semantic grounding (R_S)
     aggregate into SampleResults, then metrics with bootstrap intervals (metrics.py)
 
 The judge scope decides which completions are judged:
 ``all`` (default) judges every completion that has both a reasoning and an answer; ``correct``
-judges only correct ones, as the training reward masks R_C and R_S (FGRPO.md section 2). Under
+judges only correct ones, as the training reward masks R_C and R_S (docs/method.md#rewards). Under
 ``correct`` a wrong answer is never inconsistent, so IR reads as "right answer, wrong reason".
 
 Judge calls go to rotation 0 only (the staged option order): one verdict per sample, and

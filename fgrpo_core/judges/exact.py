@@ -1,4 +1,4 @@
-"""Exact judges for data that carries a scene graph (the synthetic benchmark), FGRPO.md section 2.
+"""Exact judges for data that carries a scene graph (the synthetic benchmark), docs/method.md#rewards.
 
 Consistency (R_C): "does the final answer follow from the reasoning's own logic?" We read the
 option the reasoning *concludes* and compare it with the final answer:

@@ -1,4 +1,4 @@
-"""Format and accuracy rewards (FGRPO.md section 2): R_fmt, R_acc and R_task = 0.5 R_acc + 0.5 R_fmt.
+"""Format and accuracy rewards (docs/method.md#rewards): R_fmt, R_acc and R_task = 0.5 R_acc + 0.5 R_fmt.
 
 Answer matching **[ours]** (the paper says "exact match after stripping punctuation/case"):
 both sides are lower-cased, every punctuation character becomes a space and runs of whitespace
@@ -18,7 +18,7 @@ from typing import Sequence
 from fgrpo_core.parsing import ParsedCompletion
 from fgrpo_core.prompts import LETTERS
 
-TASK_WEIGHT_ACC = 0.5  # FGRPO.md: R_task = 0.5 R_acc + 0.5 R_fmt
+TASK_WEIGHT_ACC = 0.5  # docs/method.md#rewards: R_task = 0.5 R_acc + 0.5 R_fmt
 TASK_WEIGHT_FMT = 0.5
 
 _SPACES = re.compile(r"\s+")
@@ -66,7 +66,7 @@ def accuracy_reward(parsed: ParsedCompletion, answer: str, choices: Sequence[str
 
 
 def combine_task(acc: float, fmt: float) -> float:
-    """R_task = 0.5 R_acc + 0.5 R_fmt (FGRPO.md section 2)."""
+    """R_task = 0.5 R_acc + 0.5 R_fmt (docs/method.md#rewards)."""
     return TASK_WEIGHT_ACC * acc + TASK_WEIGHT_FMT * fmt
 
 

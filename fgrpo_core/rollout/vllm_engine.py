@@ -5,7 +5,7 @@ The engine is started once and kept for the whole run: starting it costs tens of
 tiny model. The refresh goes through the worker's ``reload_weights`` (transformers parameter
 names, ``is_checkpoint_format=True``): the route TRL's colocate mode takes
 (``model_runner.model.load_weights``) breaks on vLLM's CPU build, whose linear layers are
-repacked after loading (DESIGN.md, "In-place weight refresh").
+repacked after loading (docs/method.md#stale-weights-in-vllm).
 
 After a refresh the encoder cache (image features of the *old* vision tower) and the prefix
 cache (KV of the old weights) are reset: stale entries would silently mix two policies.

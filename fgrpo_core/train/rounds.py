@@ -1,6 +1,6 @@
 """FGRPO rounds: rollout -> score -> constrained update -> dual ascent, resumable.
 
-One round is one policy step of the paper (FGRPO.md sections 3-6):
+One round is one policy step of the paper (docs/method.md#constrained-objective to #policy-step):
 
     prompts   the next ``rollout_batch`` RL prompts (seeded order, cursor kept across rounds)
     rollout   G completions each from the live vLLM engine            -> round-r/rollouts.parquet
@@ -298,7 +298,7 @@ class FGRPOTrainer:
                                       torch.Generator().manual_seed(_derive(self.seed, "update", r)))
         t_update = time.perf_counter() - t0
         means, counts = constraint_stats({k: cons[k] for k in self.active})
-        records = self.dual.update(means, counts)  # after the primal step (FGRPO.md section 4)
+        records = self.dual.update(means, counts)  # after the primal step (docs/method.md#dual-ascent)
         # On every rank, once a round (under FSDP a gather of the shards): the push and the checkpoint.
         weights = dict(self.updater.named_weights())
         version = self._on_main(lambda: self.engine.update_weights(weights.items()), f"round {r}: weight push")

@@ -1,4 +1,4 @@
-"""Scoring a round: every rollout gets R_fmt, R_acc, R_task, R_C, R_S, R_G (FGRPO.md section 2).
+"""Scoring a round: every rollout gets R_fmt, R_acc, R_task, R_C, R_S, R_G (docs/method.md#rewards).
 
     R_fmt, R_acc, R_task, R_G   the grader (rewards.grader), the same code evaluation uses
     R_C, R_S                    the judge, asked only where they apply: rollouts with R_acc > 0
