@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from fgrpo_core.checkpoints import policy_version
 from fgrpo_core.config import JudgeParams, Params, ParamsError, load_params
 from fgrpo_core.eval.compare import RunEval, compare_runs, comparison_markdown
 from fgrpo_core.eval.gate import regression_gate
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = EvalSettings.from_params(ep)
     # Generate, then free the policy's engine before a vLLM judge (if any) takes the accelerator.
     engine = start_engine(checkpoint)
+    engine.policy_version = policy_version(checkpoint)  # round-4 holds policy 4; a fresh engine counts from 0
     try:
         generated = generate(engine, splits, settings)
     finally:

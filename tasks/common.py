@@ -77,14 +77,33 @@ def run_stage(task, params: Any, identity: StageIdentity, **kwargs: Any) -> Outp
     return out
 
 
+def gpu_limit_exists() -> bool:
+    """Whether the Prefect API this run talks to holds the ``fgrpo-gpu`` global concurrency limit."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            return False
+    return True
+
+
 @contextlib.contextmanager
 def gpu_slot() -> Iterator[None]:
     """Hold one slot of the ``fgrpo-gpu`` limit while a GPU stage runs.
 
     Serialises GPU stages across flow runs (the nightly evaluation and a training run) when the
-    limit exists on the Prefect server; without it (or in a local run, where the flow's stages
-    are sequential anyway) this does nothing.
+    limit exists on the Prefect server (``prefect gcl create fgrpo-gpu --limit 1``). Without it (a
+    local ``fgrpo pipeline`` run on Prefect's temporary API, where the flow's stages run one after
+    another anyway) the stage runs without a slot, and says so once at debug level: asking Prefect
+    for a slot of a missing limit would put a warning into every GPU stage's log.
     """
+    if not gpu_limit_exists():
+        get_run_logger().debug("no %r concurrency limit on this Prefect API: running without a GPU slot", GPU_LIMIT)
+        yield
+        return
     with concurrency(GPU_LIMIT, occupy=1, strict=False):
         yield
 

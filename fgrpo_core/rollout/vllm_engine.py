@@ -37,6 +37,18 @@ LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_R
                 "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_ERROR_FILE", "TORCH_NCCL_ASYNC_ERROR_HANDLING")
 
 
+VLLM_LOG_LEVEL = "WARNING"  # VLLM_LOGGING_LEVEL unless the environment sets it
+
+
+def processor_size_kwargs(min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+    """The image processor's pixel bounds as ``mm_processor_kwargs``: ``size`` with
+    ``shortest_edge``/``longest_edge`` (pixel counts for Qwen2-VL/2.5-VL). Passing ``min_pixels`` and
+    ``max_pixels`` to a processor call is deprecated in transformers 5 (a FutureWarning per call);
+    vLLM maps ``size`` to the same bounds."""
+    size = {k: v for k, v in (("shortest_edge", min_pixels), ("longest_edge", max_pixels)) if v}
+    return {"size": size} if size else {}
+
+
 def in_process_group() -> bool:
     """This process is one of several ranks of an initialised ``torch.distributed`` group."""
     dist = torch.distributed
@@ -87,9 +99,16 @@ class VLLMEngine:
             log.info("vLLM engine: in a process group of %d ranks, the engine core runs in its own process",
                      torch.distributed.get_world_size())
             in_process = False
+        # vLLM logs its start-up and every engine step at INFO, which buries a stage's own progress.
+        # Its level is VLLM_LOGGING_LEVEL (default here: WARNING; set INFO to see them); the engine
+        # core and worker processes read the variable, this process's "vllm" logger is set too in
+        # case vllm was imported (and configured its logging) before the variable was set.
+        log_level = os.environ.setdefault("VLLM_LOGGING_LEVEL", VLLM_LOG_LEVEL).upper()
         # vLLM caches its environment variables once an engine runs (vllm.envs.enable_envs_cache);
         # a later engine in this process must read the values set here, not the first engine's.
         from vllm import envs as vllm_envs
+
+        logging.getLogger("vllm").setLevel(log_level)
 
         vllm_envs.disable_envs_cache()
         # Set either way: an earlier in-process engine in this process leaves "0" behind.
@@ -100,7 +119,7 @@ class VLLMEngine:
 
         if dtype == "auto" and not torch.cuda.is_available():
             dtype = "float32"
-        mm_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        mm_kwargs = processor_size_kwargs(min_pixels, max_pixels)
         self.model_path = str(model_path)
         self.in_process = in_process
         # vLLM's CPU worker replaces torch.set_num_threads with a no-op because it binds its OpenMP
