@@ -81,7 +81,9 @@ def _pairs(tags: list[_Tag], name: str) -> list[tuple[_Tag, _Tag]]:
     return out
 
 
-def _parse_box(body: str) -> Box | None:
+def parse_box(body: str) -> Box | None:
+    """The box a ``<bbox>`` body states (``[x1, y1, x2, y2]``, four finite numbers), else None.
+    The one box reader: the format reward, R_G and the exact judge all read boxes through it."""
     m = _BOX_BODY.fullmatch(body)
     if m is None:
         return None
@@ -118,7 +120,7 @@ def parse_completion(text: str) -> ParsedCompletion:
     for open_t, close_t in bbox_pairs:
         if think_span is None or not (think_span[0] <= open_t.start and close_t.end <= think_span[1]):
             continue
-        box = _parse_box(text[open_t.end : close_t.start])
+        box = parse_box(text[open_t.end : close_t.start])
         if box is None:
             bad_boxes += 1
         else:

@@ -115,6 +115,10 @@ def test_evaluate_reports_the_policy_version_of_the_checkpoint(tmp_path, monkeyp
         def __init__(self, path, **kwargs):
             self.policy_version = 0
 
+        @classmethod
+        def from_params(cls, path, rollout, model, seed):
+            return cls(path)
+
         def generate(self, prompts, sampling):
             return RolloutBatch([Rollout(q.prompt_id, 0, "<think>x</think><answer>A</answer>", [1], None, "stop")
                                  for q in prompts], policy_version=self.policy_version)

@@ -62,3 +62,16 @@ def test_vllm_logs_warnings_only_unless_asked(recorded, tmp_path, monkeypatch):
     monkeypatch.setenv("VLLM_LOGGING_LEVEL", "info")
     VLLMEngine(tmp_path / "m")
     assert logging.getLogger("vllm").level == logging.INFO  # the environment wins
+
+
+def test_every_engine_built_from_params_gets_the_pixel_bounds(recorded, tmp_path):
+    # Training's engine (train/setup.make_engine) used to leave the bounds out, while evaluation
+    # passed them: one builder, VLLMEngine.from_params, serves both (and the judges, the demo).
+    from fgrpo_core.config import ModelParams, RolloutParams
+    from fgrpo_core.train.setup import make_engine
+
+    model = ModelParams(min_pixels=3136, max_pixels=12544, trust_remote_code=False)
+    rollout = RolloutParams(max_model_len=1024, enforce_eager=True)
+    make_engine(tmp_path / "m", rollout, model, seed=3)
+    assert recorded["mm_processor_kwargs"] == {"size": {"shortest_edge": 3136, "longest_edge": 12544}}
+    assert (recorded["max_model_len"], recorded["seed"], recorded["enforce_eager"]) == (1024, 3, True)

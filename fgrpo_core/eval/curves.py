@@ -25,7 +25,7 @@ TRAIN_COLUMNS = (
     "reward_task", "reward_fmt", "reward_acc", "reward_consistency", "reward_semantic", "reward_spatial",
     "inconsistency_rate", "kl", "clip_frac", "response_len",
 )
-CONSTRAINT_ORDER = ("consistency", "semantic", "spatial")
+from fgrpo_core.constraints import CONSTRAINTS as CONSTRAINT_ORDER  # noqa: E402
 
 
 @dataclass(frozen=True)

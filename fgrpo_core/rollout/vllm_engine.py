@@ -18,13 +18,16 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 
 from fgrpo_core.prompts import prompt_text
 from fgrpo_core.records import PromptInput, Rollout, RolloutBatch, SamplingSettings
 from fgrpo_core.rollout.base import prompt_seed
+
+if TYPE_CHECKING:
+    from fgrpo_core.config import ModelParams, RolloutParams
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,18 @@ class VLLMEngine:
             torch.set_num_threads = set_num_threads
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
+
+    @classmethod
+    def from_params(cls, model_path: str | os.PathLike, rollout: "RolloutParams", model: "ModelParams",
+                    seed: int, **kwargs: Any) -> "VLLMEngine":
+        """The engine the params ask for, holding ``model_path`` (the policy, or a judge model): the
+        one place that turns ``rollout.*`` and ``model.*`` into engine arguments, pixel bounds
+        included, for training, evaluation, the judges and the demo alike."""
+        return cls(model_path, dtype=model.dtype, max_model_len=rollout.max_model_len, seed=seed,
+                   tensor_parallel_size=rollout.tensor_parallel_size,
+                   gpu_memory_utilization=rollout.gpu_memory_utilization, cpu_kvcache_gib=rollout.cpu_kvcache_gib,
+                   enforce_eager=rollout.enforce_eager, trust_remote_code=model.trust_remote_code,
+                   min_pixels=model.min_pixels, max_pixels=model.max_pixels, **kwargs)
 
     # ------------------------------------------------------------------ generation
     def _request(self, prompt: PromptInput) -> dict[str, Any]:

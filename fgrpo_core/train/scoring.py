@@ -6,25 +6,25 @@
     R_G                         NaN when the sample has no ground-truth box
 
 NaN means "not applicable" and never enters a mean. A judge that fails or answers garbage
-gives NaN too, and the verdict's status is kept, so a round can count its judge failures.
+gives NaN too, and the verdict's status is kept, so a round can count its judge failures. Asking
+and settling verdicts is ``judges/asking.py``, the same code evaluation uses.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 import torch
 
+from fgrpo_core.constraints import CONSTRAINTS  # noqa: F401  (re-exported)
 from fgrpo_core.data.schema import Sample
-from fgrpo_core.judges.agreement import trace_requests
+from fgrpo_core.judges.asking import Trace, ask_judges
 from fgrpo_core.judges.base import Judge
 from fgrpo_core.records import Rollout
 from fgrpo_core.rewards.grader import grade_completions
 
-CONSTRAINTS = ("consistency", "semantic", "spatial")
+NOT_APPLICABLE = "not_applicable"  # the status of a signal the judge was not asked about
 
 
 @dataclass
@@ -79,30 +79,15 @@ def score_rollouts(
         [[b.as_list() for b in s.boxes] for s in smp],
     )
     # Ask the judge only where R_C / R_S apply: correct answers with a reasoning and an answer.
-    c_req, c_at, s_req, s_at = [], [], [], []
-    for i, (r, s, g) in enumerate(zip(rollouts, smp, grades)):
-        if g.acc <= 0:
-            continue
-        c, sem = trace_requests(s.question, s.choices, r.text, s.image, s.scene)
-        if c is not None and "consistency" in constraints:
-            c_req.append(c)
-            c_at.append(i)
-        if sem is not None and "semantic" in constraints:
-            s_req.append(sem)
-            s_at.append(i)
-    c_ver = judge.consistency(c_req) if c_req else []
-    s_ver = judge.semantic(s_req) if s_req else []
-    if len(c_ver) != len(c_req) or len(s_ver) != len(s_req):
-        raise RuntimeError(f"judge {judge.name} returned {len(c_ver)}/{len(c_req)} consistency and "
-                           f"{len(s_ver)}/{len(s_req)} semantic verdicts")
-
-    n = len(rollouts)
-    c_score, c_status = [math.nan] * n, ["not_applicable"] * n
-    s_score, s_status = [math.nan] * n, ["not_applicable"] * n
-    for i, v in zip(c_at, c_ver):
-        c_score[i], c_status[i] = v.score, v.status.value
-    for i, v in zip(s_at, s_ver):
-        s_score[i], s_status[i] = v.score, v.status.value
+    verdicts = ask_judges(
+        judge,
+        [Trace(s.question, s.choices, r.text, s.image, s.scene) if g.acc > 0 else None
+         for r, s, g in zip(rollouts, smp, grades)],
+        consistency="consistency" in constraints, semantic="semantic" in constraints,
+    )
+    c_score, s_score = verdicts.consistency, verdicts.semantic
+    c_status = [st or NOT_APPLICABLE for st in verdicts.consistency_status]
+    s_status = [st or NOT_APPLICABLE for st in verdicts.semantic_status]
     scores = [
         RolloutScore(
             prompt_id=r.prompt_id,
@@ -120,8 +105,5 @@ def score_rollouts(
         )
         for i, (r, g) in enumerate(zip(rollouts, grades))
     ]
-    status = {
-        "consistency": dict(Counter(c_status[i] for i in c_at)),
-        "semantic": dict(Counter(s_status[i] for i in s_at)),
-    }
+    status = {"consistency": verdicts.counts("consistency"), "semantic": verdicts.counts("semantic")}
     return RoundScores(scores=scores, judge_status=status)

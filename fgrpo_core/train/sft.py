@@ -42,13 +42,13 @@ from typing import Any, Sequence
 
 import torch
 
+from fgrpo_core.checkpoints import MODEL_SUBDIR  # noqa: F401  out_dir/model: the final model (re-exported)
 from fgrpo_core.config import SFTParams
 from fgrpo_core.models.loading import load_policy, load_processor, resolve_dtype
 from fgrpo_core.train.sft_data import EncodedSFTData, SFTCollator, encode_for_sft, load_staged
 from fgrpo_core.train.sft_log import write_training_log
 from fgrpo_core.train.threads import cpu_threads
 
-MODEL_SUBDIR = "model"  # out_dir/model: the final save_pretrained checkpoint
 RUN_FILE = "sft_run.json"  # what the checkpoints in out_dir were trained from
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
