@@ -62,7 +62,7 @@ def stage_data(params: RunParams, identity: StageIdentity) -> Output:
     import datasets
 
     from fgrpo_core.data.stage import stage_data as stage
-    from flows.cmd_data import prompt_counter
+    from fgrpo_core.data.stage import prompt_counter
 
     datasets.disable_progress_bars()
     p = params.params
