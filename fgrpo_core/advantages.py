@@ -1,6 +1,6 @@
-"""Advantages: FGRPO's decoupled normalisation and the ablation switch (FGRPO.md sections 5, 7).
+"""Advantages: FGRPO's decoupled normalisation and the ablation switch (docs/method.md#decoupled-advantages, #ablation-rows).
 
-FGRPO (decoupled normalisation, FGRPO.md section 5):
+FGRPO (decoupled normalisation, docs/method.md#decoupled-advantages):
     z_x[i] = (r_x[i] - mu_x[g]) / (sigma_x[g] + eps)   per signal x, over the applicable
                                                        (non-NaN) values of i's group g
     z_x[i] = 0   where r_x[i] is NaN, or g has fewer than 2 applicable values of x
@@ -11,13 +11,13 @@ Conventions (open in the paper, fixed and tested here):
 - **std**: unbiased (Bessel, divides by n - 1) by default, as TRL's and verl's GRPO do
   (``torch.std``); ``unbiased=False`` gives the population std. The same convention is used for
   the group statistics and for whitening.
-- **Groups by id, never by reshape** (PITFALLS.md): the core works on flat ``[N]`` tensors with
+- **Groups by id, never by reshape** (docs/method.md#groups-by-id): the core works on flat ``[N]`` tensors with
   explicit group ids, so uneven groups never mix prompts and singleton groups get 0. The
   ``[B, G]`` functions are thin wrappers that build the ids ``i // G``.
 - Per-group z-scores sum to 0 inside each group, so the batch mean of A is 0 up to rounding
   and whitening is in effect a rescaling: a group with no signal keeps advantage 0.
 
-The ablation rows (``AdvantageMode``, FGRPO.md section 7) differ only in how rewards become A:
+The ablation rows (``AdvantageMode``, docs/method.md#ablation-rows) differ only in how rewards become A:
 - ``grpo_task``:  A = z(R_task)                                     (GRPO-T, no constraints)
 - ``reward_sum``: A = z(1/3 R_acc + 1/3 R_acc R_C + 1/3 R_fmt R_G)   (the paper's ablation,
                   "R_C, R_G added to the reward")

@@ -2,7 +2,7 @@
 
 A params file (``params/<preset>.yaml``) is one :class:`Params`. Unknown keys are an error that
 names the key (pydantic ``extra="forbid"``), so a typo never silently falls back to a default.
-Defaults are the paper's values (FGRPO.md); the tiny CPU preset overrides what must shrink.
+Defaults are the paper's values (docs/method.md#numbers-and-their-params-keys); the tiny CPU preset overrides what must shrink.
 
 Stages receive only their own section (``params.fgrpo``, ``params.sft``...), never the whole
 object: ``fgrpo_core`` functions take the smallest typed input that does the job.
@@ -161,7 +161,7 @@ class DataParams(_Section):
 # SFT
 # --------------------------------------------------------------------------------------------
 class SFTParams(_Section):
-    """SFT warm start with TRL's SFTTrainer (FGRPO.md section 9)."""
+    """SFT warm start with TRL's SFTTrainer (docs/method.md#sft-warm-start)."""
 
     out_dir: str = Field("checkpoints/sft", description="Where the SFT checkpoint is saved.")
     epochs: float = Field(3.0, gt=0, description="Passes over the SFT traces (paper: 3).")
@@ -256,7 +256,7 @@ class JudgeParams(_Section):
 # FGRPO rounds
 # --------------------------------------------------------------------------------------------
 class AdvantageMode(str, Enum):
-    """One switch per row of the paper's ablation table (FGRPO.md section 7)."""
+    """One switch per row of the paper's ablation table (docs/method.md#ablation-rows)."""
 
     grpo_task = "grpo_task"  # GRPO-T: task reward only
     reward_sum = "reward_sum"  # R_C, R_G added to the reward, jointly normalised
@@ -266,7 +266,7 @@ class AdvantageMode(str, Enum):
 
 
 class FGRPOParams(_Section):
-    """The constrained policy update (FGRPO.md sections 3-6)."""
+    """The constrained policy update (docs/method.md#constrained-objective)."""
 
     init_from: str | None = Field(
         None, description="Policy to start from and KL reference; None = the SFT checkpoint (sft.out_dir)."
@@ -329,7 +329,7 @@ class FGRPOParams(_Section):
 # Evaluation
 # --------------------------------------------------------------------------------------------
 class EvalParams(_Section):
-    """Greedy pass@1 on every staged test split (FGRPO.md section 8)."""
+    """Greedy pass@1 on every staged test split (docs/method.md#evaluation)."""
 
     out_path: str = Field("metrics/eval.json", description="DVC metrics file.")
     report_dir: str = Field("reports", description="Markdown report and PNG plots.")

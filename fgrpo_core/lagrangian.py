@@ -1,4 +1,4 @@
-"""Lagrange multipliers of FGRPO's constraints, updated by projected dual ascent (FGRPO.md 3-4).
+"""Lagrange multipliers of FGRPO's constraints, updated by projected dual ascent (docs/method.md#dual-ascent).
 
     maximise E[R_task]  subject to  E[R_k] >= tau_k,   k in {consistency, semantic, spatial}
     L(theta, lambda) = E[R_task] + sum_k lambda_k (E[R_k] - tau_k)
@@ -6,7 +6,7 @@
     lambda_k <- clip(lambda_k + lr (tau_k - c_k), 0, lambda_max)     once per policy step
 
 Plain additive arithmetic, not an optimiser: Adam on a scalar moves it by about +-lr whatever
-the violation, and log-lambda SGD never reaches 0 (PITFALLS.md, "dual step"). A step is skipped
+the violation, and log-lambda SGD never reaches 0 (docs/method.md#dual-step-as-arithmetic). A step is skipped
 for a constraint with fewer than ``min_count`` applicable rollouts, or a NaN mean. The advantage
 of step t uses lambda from the end of step t-1 **[ours]**: call ``update`` after the primal step.
 ``fixed=True`` (mode ``fgrpo_fixed``) keeps lambda at its initial value and still records every
@@ -134,7 +134,7 @@ class DualAscent:
             elif math.isnan(mean):
                 reason = "nan_mean"
             after = before
-            if not reason:  # FGRPO.md section 4
+            if not reason:  # docs/method.md#dual-ascent
                 after = min(max(before + self.lr * (tau - mean), 0.0), self.max_value)
                 self._lambdas[name] = after
             records.append(

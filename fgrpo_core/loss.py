@@ -1,4 +1,4 @@
-"""The FGRPO policy loss (FGRPO.md sections 3, 5, 6).
+"""The FGRPO policy loss (docs/method.md#constrained-objective, #decoupled-advantages, #policy-step).
 
     objective   max_theta E[R_task]  s.t.  E[R_k] >= tau_k,  k in {consistency, semantic, spatial}
     Lagrangian  L(theta, lambda) = E[R_task] + sum_k lambda_k (E[R_k] - tau_k)   (lagrangian.py)
@@ -97,7 +97,7 @@ def policy_loss(
     ratio = torch.exp(logp - old)  # [N, T]
     surr = ratio * adv
     surr_clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high) * adv
-    pg_tok = -torch.minimum(surr, surr_clipped)  # [N, T], FGRPO.md section 6
+    pg_tok = -torch.minimum(surr, surr_clipped)  # [N, T], docs/method.md#policy-step
     if beta != 0:
         ref = torch.where(m, ref_logprobs.detach().to(logprobs.dtype), zero)
         d = ref - logp

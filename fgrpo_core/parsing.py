@@ -1,7 +1,7 @@
-"""Parse a completion ``<think>REASONING</think><answer>ANSWER</answer>`` (FGRPO.md section 1).
+"""Parse a completion ``<think>REASONING</think><answer>ANSWER</answer>`` (docs/method.md#output-format).
 
 The same parser serves the format reward, answer extraction, box extraction, training and
-evaluation (STYLE.md 9). It never raises: any string maps to a :class:`ParsedCompletion`.
+evaluation (docs/method.md#code-principles). It never raises: any string maps to a :class:`ParsedCompletion`.
 
 Rules (the paper only says "parses as think/answer"; the details are **[ours]**):
 
@@ -14,7 +14,7 @@ Rules (the paper only says "parses as think/answer"; the details are **[ours]**)
      ``[x1, y1, x2, y2]`` with four finite numbers (``(…)`` brackets are not accepted);
   4. no vision special token (``<|image_pad|>`` …) anywhere: a policy that *generates* them
      breaks the next forward pass ("image features and image tokens do not match",
-     PITFALLS.md), so such a completion is malformed and flagged in ``has_vision_tokens``.
+     docs/method.md#image-tokens-and-over-long-prompts), so such a completion is malformed and flagged in ``has_vision_tokens``.
 - Extraction is lenient even when the completion is not well formed: ``think`` is the content of
   the first complete think pair, ``answer`` of the *last* complete answer pair (a model that
   restates its answer means the final one), both stripped; ``None`` when absent.
@@ -81,7 +81,9 @@ def _pairs(tags: list[_Tag], name: str) -> list[tuple[_Tag, _Tag]]:
     return out
 
 
-def _parse_box(body: str) -> Box | None:
+def parse_box(body: str) -> Box | None:
+    """The box a ``<bbox>`` body states (``[x1, y1, x2, y2]``, four finite numbers), else None.
+    The one box reader: the format reward, R_G and the exact judge all read boxes through it."""
     m = _BOX_BODY.fullmatch(body)
     if m is None:
         return None
@@ -118,7 +120,7 @@ def parse_completion(text: str) -> ParsedCompletion:
     for open_t, close_t in bbox_pairs:
         if think_span is None or not (think_span[0] <= open_t.start and close_t.end <= think_span[1]):
             continue
-        box = _parse_box(text[open_t.end : close_t.start])
+        box = parse_box(text[open_t.end : close_t.start])
         if box is None:
             bad_boxes += 1
         else:

@@ -1,6 +1,6 @@
 """The chat prompt every stage shows the policy (SFT, rollouts, evaluation use the same one).
 
-FGRPO.md section 1: the policy answers ``<think>REASONING</think><answer>ANSWER</answer>`` and may
+docs/method.md#output-format: the policy answers ``<think>REASONING</think><answer>ANSWER</answer>`` and may
 cite regions as ``<bbox>[x1, y1, x2, y2]</bbox>`` in absolute pixels of the image it sees.
 """
 

@@ -1,4 +1,4 @@
-"""Typed records passed between stages (STYLE.md 4: containers a reader can look up).
+"""Typed records passed between stages (docs/method.md#code-principles: containers a reader can look up).
 
 Shapes: ``B`` prompts, ``G`` completions per prompt, ``T`` tokens.
 """

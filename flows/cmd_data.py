@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-from fgrpo_core.config import ModelParams, ParamsError, load_params
+from fgrpo_core.config import ParamsError, load_params
+from fgrpo_core.data.stage import prompt_counter  # noqa: F401  (re-exported)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,22 +25,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--params", required=True, help="params YAML file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
     return p
-
-
-def prompt_counter(model: ModelParams) -> tuple[Callable | None, str]:
-    """How staging counts prompt tokens, and the manifest's name for it: the policy processor's
-    exact count when ``model.path`` is a model folder on disk (the processor loads from its local
-    files), else ``None`` (a hub id, or the tiny model not built yet): the byte upper bound."""
-    from fgrpo_core.data.stage import UPPER_BOUND, processor_prompt_counter
-
-    path = Path(model.path)
-    if not (path / "config.json").is_file():
-        return None, f"{UPPER_BOUND} (no model folder at model.path={model.path})"
-    from fgrpo_core.models.loading import load_processor
-
-    processor = load_processor(path, trust_remote_code=model.trust_remote_code, min_pixels=model.min_pixels,
-                               max_pixels=model.max_pixels)
-    return processor_prompt_counter(processor), f"exact: {type(processor).__name__} of {model.path}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from fgrpo_core import checkpoints
+from fgrpo_core.checkpoints import policy_version
+from fgrpo_core.constraints import taus
 from fgrpo_core.config import JudgeParams, Params, ParamsError, load_params
 from fgrpo_core.eval.compare import RunEval, compare_runs, comparison_markdown
 from fgrpo_core.eval.gate import regression_gate
@@ -34,23 +37,7 @@ from fgrpo_core.judges.factory import RoutedJudge, build_judge  # noqa: F401  (r
 # --------------------------------------------------------------------------------------------
 def newest_checkpoint(params: Params) -> Path:
     """The highest ``round-N`` under ``fgrpo.out_dir`` holding safetensors, else the SFT output."""
-    root = Path(params.fgrpo.out_dir)
-    rounds = []
-    for d in root.glob("round*"):
-        m = re.fullmatch(r"round[-_]?(\d+)", d.name)
-        if m and d.is_dir() and any(d.glob("*.safetensors")):
-            rounds.append((int(m.group(1)), d))
-    if rounds:
-        return max(rounds)[1]
-    # `fgrpo sft` writes <out>/model (fgrpo_core.train.sft.MODEL_SUBDIR, not imported: no SFT code here)
-    for sft in (Path(params.sft.out_dir) / "model", Path(params.sft.out_dir)):
-        if any(sft.glob("*.safetensors")):
-            return sft
-    sft = Path(params.sft.out_dir)
-    raise FileNotFoundError(
-        f"no checkpoint found: no {root}/round-N/*.safetensors and no {sft}/*.safetensors; "
-        "pass --checkpoint PATH"
-    )
+    return checkpoints.newest_checkpoint(params.fgrpo.out_dir, params.sft.out_dir)
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:
@@ -85,20 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fgrpo evaluate: {err}", file=sys.stderr)
         return 2
     print(f"evaluating {checkpoint} on {', '.join(f'{b} ({len(s)})' for b, s in splits.items())}", flush=True)
-    r = params.rollout
 
     def start_engine(path: str | Path) -> VLLMEngine:
-        return VLLMEngine(
-            path, dtype=params.model.dtype, max_model_len=r.max_model_len, seed=params.seed,
-            tensor_parallel_size=r.tensor_parallel_size, gpu_memory_utilization=r.gpu_memory_utilization,
-            cpu_kvcache_gib=r.cpu_kvcache_gib, enforce_eager=r.enforce_eager,
-            trust_remote_code=params.model.trust_remote_code,
-            min_pixels=params.model.min_pixels, max_pixels=params.model.max_pixels,
-        )
+        return VLLMEngine.from_params(path, params.rollout, params.model, params.seed)
 
     settings = EvalSettings.from_params(ep)
     # Generate, then free the policy's engine before a vLLM judge (if any) takes the accelerator.
     engine = start_engine(checkpoint)
+    engine.policy_version = policy_version(checkpoint)  # round-4 holds policy 4; a fresh engine counts from 0
     try:
         generated = generate(engine, splits, settings)
     finally:
@@ -123,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                f"Judges: consistency={params.judges.consistency}, semantic={params.judges.semantic}, "
                f"scope={ep.judge_scope}"],
         multipliers_csv=run_dir / "multipliers.csv", train_metrics_csv=run_dir / "train_metrics.csv",
-        taus={"consistency": f.tau_consistency, "semantic": f.tau_semantic, "spatial": f.tau_spatial},
+        taus=taus(f),
     )
     m = result.metrics.mean
     print(f"mean accuracy {m.accuracy.value:.3f}  IR {m.inconsistency_rate.value:.3f}  "

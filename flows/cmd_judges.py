@@ -110,7 +110,7 @@ def agreement_main(argv: Sequence[str]) -> int:
     if endpoint.backend == "vllm":
         from fgrpo_core.rollout.vllm_engine import VLLMEngine
 
-        llm = VLLMEngine(endpoint.model, dtype=params.model.dtype, max_model_len=params.rollout.max_model_len).llm
+        llm = VLLMEngine.from_params(endpoint.model, params.rollout, params.model, params.seed).llm
     model = model_judge_from_endpoint(endpoint, llm)
     cache = VerdictCache(params.judges.cache_dir)
     try:

@@ -57,8 +57,7 @@ def rollout_demo_main(argv: list[str]) -> int:
     if engine_kind == "vllm":
         from fgrpo_core.rollout.vllm_engine import VLLMEngine
 
-        engine = VLLMEngine(path, dtype=params.model.dtype, max_model_len=params.rollout.max_model_len,
-                            seed=params.seed, cpu_kvcache_gib=params.rollout.cpu_kvcache_gib)
+        engine = VLLMEngine.from_params(path, params.rollout, params.model, params.seed)
     else:
         from fgrpo_core.rollout.hf_engine import HFEngine
 

@@ -2,7 +2,7 @@
 
     fgrpo repro --params params/repro-tiny.yaml [--variants grpo_t,fgrpo] [--seeds 0,1,2,3,4] [--set k=v ...]
 
-Every row of FGRPO.md section 7 is one params switch (``VARIANTS``); all rows start from the same
+Every row of the paper's ablation table (docs/method.md#ablation-rows) is one params switch (``VARIANTS``); all rows start from the same
 SFT checkpoint, see the same data and the same budget, and are evaluated by the same code as
 ``fgrpo evaluate``. One vLLM engine serves every row (weights reset to the SFT policy in place
 before each), so the whole table costs one engine start. Rows already trained and evaluated are
@@ -37,7 +37,7 @@ from typing import Sequence
 
 from fgrpo_core.config import ParamsError, load_params
 
-# The ablation table (FGRPO.md section 7), one params switch per row.
+# The ablation table (docs/method.md#ablation-rows), one params switch per row.
 VARIANTS: dict[str, list[str]] = {
     "grpo_t": ["fgrpo.mode=grpo_task"],
     "reward_sum": ["fgrpo.mode=reward_sum", "fgrpo.constraints=[consistency, spatial]"],

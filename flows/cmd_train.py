@@ -24,9 +24,10 @@ from fgrpo_core.config import ParamsError, load_params
 
 
 def init_path(params) -> Path:
-    """fgrpo.init_from, else the SFT stage's final model: ``<sft.out_dir>/model``
-    (``fgrpo_core.train.sft.MODEL_SUBDIR``, not imported: SFT code is no dependency of training)."""
-    return Path(params.fgrpo.init_from or Path(params.sft.out_dir) / "model")
+    """fgrpo.init_from, else the SFT stage's final model (``fgrpo_core.checkpoints``)."""
+    from fgrpo_core import checkpoints
+
+    return checkpoints.init_path(params.fgrpo.init_from, params.sft.out_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

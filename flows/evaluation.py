@@ -34,10 +34,9 @@ class RegressionError(RuntimeError):
 
 def newest_round(folder: Path) -> Path:
     """The highest round-N below a fetched checkpoints folder."""
-    from flows.cmd_eval import newest_checkpoint
-    from fgrpo_core.config import Params
+    from fgrpo_core.checkpoints import newest_checkpoint
 
-    return newest_checkpoint(Params.model_validate({"fgrpo": {"out_dir": str(folder)}, "sft": {"out_dir": str(folder)}}))
+    return newest_checkpoint(folder, sft_out_dir=folder)
 
 
 def checkpoint_to_evaluate(run: RunParams, checkpoint: str | None, rev: str | None) -> str:
@@ -46,9 +45,9 @@ def checkpoint_to_evaluate(run: RunParams, checkpoint: str | None, rev: str | No
     if rev:
         folder = fetch_by_revision(run.params.fgrpo.out_dir, rev, Path("checkpoints/fetched") / rev)
         return str(newest_round(folder))
-    from flows.cmd_eval import newest_checkpoint
+    from fgrpo_core.checkpoints import newest_checkpoint
 
-    return str(newest_checkpoint(run.params))
+    return str(newest_checkpoint(run.params.fgrpo.out_dir, run.params.sft.out_dir))
 
 
 @task(name="regression-gate")

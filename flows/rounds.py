@@ -17,6 +17,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
+from fgrpo_core.constraints import taus
 from flows.stages import StageIdentity, claim_outputs
 from tasks.common import STAGE_CACHE, Output, gpu_slot
 from tasks.reports import round_summary_markdown
@@ -35,8 +36,7 @@ def fgrpo_round(trainer, r: int) -> dict:
     outcome = update(trainer, r, batch, chosen, scores, {"rollout_s": rollout_s, "score_s": score_s})
     fp = trainer.p
     create_markdown_artifact(
-        round_summary_markdown(outcome.metrics, {"consistency": fp.tau_consistency, "semantic": fp.tau_semantic,
-                                                 "spatial": fp.tau_spatial}, trainer.active),
+        round_summary_markdown(outcome.metrics, taus(fp), trainer.active),
         key=f"fgrpo-round-{r}", description=f"FGRPO round {r}: constraint means vs tau, lambda",
     )
     return outcome.metrics
@@ -47,7 +47,7 @@ def train_rounds(params: RunParams, identity: StageIdentity) -> Output:
     """FGRPO rounds 1..fgrpo.rounds (resuming a same-key run), each an ``fgrpo-round`` subflow."""
     from fgrpo_core.train.rounds import RunLayout
     from fgrpo_core.train.setup import create_trainer
-    from flows.cmd_train import init_path
+    from fgrpo_core.checkpoints import init_path
     from flows.judge_keys import endpoint_in_use, export_judge_key
 
     logger = get_run_logger()
@@ -61,7 +61,7 @@ def train_rounds(params: RunParams, identity: StageIdentity) -> Output:
     export_judge_key(endpoint_in_use(p.judges), log=logger.info)  # the judge's key, if a Secret block holds it
     with gpu_slot():
         trainer = create_trainer(fgrpo=fp, rollout=p.rollout, model=p.model, judges=p.judges,
-                                 init_path=init_path(p), data_dir=p.data.out_dir, seed=fp.seed)
+                                 init_path=init_path(fp.init_from, p.sft.out_dir), data_dir=p.data.out_dir, seed=fp.seed)
         try:
             done = trainer.resume()
             if done:

@@ -1,6 +1,6 @@
 """What every stage task shares: its key, what it returns, how heavy work runs, the GPU slot.
 
-Cache policy (PITFALLS.md, Prefect): a stage task is cached on its :class:`StageIdentity` only,
+Cache policy (docs/method.md#prefect-caching-and-gpu-stages): a stage task is cached on its :class:`StageIdentity` only,
 the hashes of the params keys, code and input contents that ``dvc.yaml`` lists for the stage
 (``flows/stages.py``), never on Prefect's default (which holds the run id) nor on the task's own
 source lines. The params object itself is passed too, but is not part of the key.
@@ -102,6 +102,19 @@ def ensure_gpu_limit() -> None:
             except ObjectAlreadyExists:  # another flow run created it meanwhile
                 pass
         _LIMIT_CHECKED.add(str(client.api_url))
+
+
+def gpu_limit_exists() -> bool:
+    """Whether the Prefect API this run talks to holds the ``fgrpo-gpu`` global concurrency limit."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            return False
+    return True
 
 
 @contextlib.contextmanager

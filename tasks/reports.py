@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-CONSTRAINTS = ("consistency", "semantic", "spatial")
+from fgrpo_core.constraints import CONSTRAINTS  # noqa: E402
 
 
 def _f(x) -> str:
@@ -50,8 +50,10 @@ def metrics_table_markdown(benchmarks_csv: str | Path, title: str) -> str:
     import pandas as pd
 
     df = pd.read_csv(benchmarks_csv)
-    cols = [("accuracy", "accuracy"), ("inconsistency_rate", "IR"), ("semantic_grounding", "semantic"),
-            ("spatial_grounding", "spatial"), ("well_formed", "well-formed")]
+    from fgrpo_core.eval.metrics import LABELS
+
+    cols = [(m, LABELS[m]) for m in ("accuracy", "inconsistency_rate", "semantic_grounding", "spatial_grounding",
+                                     "well_formed")]
     lines = [f"## {title}", "", "| benchmark | n | " + " | ".join(c[1] for c in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     for _, row in df.iterrows():

@@ -2,14 +2,14 @@
 
 The trainer (policy, optimiser, the vLLM engine) lives in the flow's process and is handed from
 task to task in memory: nothing here is cached or persisted (``persist_result=False``), since a
-model or a batch of rollouts neither hashes stably nor belongs in a result store (PITFALLS.md).
+model or a batch of rollouts neither hashes stably nor belongs in a result store (docs/method.md#prefect-caching-and-gpu-stages).
 What a round leaves on disk (rollouts.parquet, scores.parquet, the round checkpoint, the
 multiplier history) the trainer writes itself, exactly as ``fgrpo train`` does.
 
 No retries here: a model judge behind an endpoint already retries transient errors with backoff
 in its client (``judges.model_judge.max_retries``), and a failed verdict is counted, never a
 score; a second retry layer around the whole round would multiply into long stalls and replay
-the rollouts (PITFALLS.md, judges at scale).
+the rollouts (docs/method.md#judges-at-scale).
 """
 
 from __future__ import annotations

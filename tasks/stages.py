@@ -52,13 +52,17 @@ def base_model(params: RunParams, identity: StageIdentity) -> Output:
 # --------------------------------------------------------------------------------------------
 # 2. data
 # --------------------------------------------------------------------------------------------
-@task(name="stage-data", cache_policy=STAGE_CACHE)
+# log_prints=False: `datasets` fingerprints each new dataset by pickling it with dill, whose
+# function pickler disassembles bytecode with dis.dis() into a captured sys.stdout. The flows'
+# log_prints=True reroutes print() to the run logger, past that capture: ~40 lines of bytecode in
+# the task log per dataset. Staging logs through get_run_logger and its artifact, never print().
+@task(name="stage-data", cache_policy=STAGE_CACHE, log_prints=False)
 def stage_data(params: RunParams, identity: StageIdentity) -> Output:
     """Synthetic splits and imported benchmarks -> ``data.out_dir`` (+ manifest.json)."""
     import datasets
 
     from fgrpo_core.data.stage import stage_data as stage
-    from flows.cmd_data import prompt_counter
+    from fgrpo_core.data.stage import prompt_counter
 
     datasets.disable_progress_bars()
     p = params.params

@@ -183,7 +183,7 @@ def test_whitening_scales_to_unit_std():
 
 
 # ------------------------------------------------------------------------------------------
-# Groups by id (PITFALLS.md: never by reshape)
+# Groups by id (docs/method.md#groups-by-id: never by reshape)
 # ------------------------------------------------------------------------------------------
 def test_uneven_and_singleton_groups():
     # Groups: "p" has 3 rollouts, "q" 1 (singleton), "r" 2, interleaved.

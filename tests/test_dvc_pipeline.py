@@ -218,7 +218,7 @@ def test_push_wipe_pull_same_hashes(repo, s3_endpoint, monkeypatch):
     for k, v in creds.items():
         monkeypatch.setenv(k, v)
     env = dict(repo.env, **creds)
-    # s3fs mkdir fails on moto in us-east-1: the bucket is created with boto3 (PITFALLS.md).
+    # s3fs mkdir fails on moto in us-east-1: the bucket is created with boto3 (docs/method.md#dvc-and-s3).
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="fgrpo-remote")
 
     # The remote comes from the environment (over params.storage); credentials are never written.

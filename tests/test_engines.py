@@ -1,5 +1,5 @@
 """Rollout engines on the tiny model: vLLM and transformers agree, and vLLM takes new weights
-in place (PITFALLS.md "Stale weights in vLLM")."""
+in place (docs/method.md#stale-weights-in-vllm)."""
 
 import warnings
 

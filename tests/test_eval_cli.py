@@ -81,3 +81,52 @@ def test_compare_paired_difference_by_hand():
     assert d2.benchmarks["b"].accuracy.lo < 0.0 < d2.benchmarks["b"].accuracy.hi
     table = comparison_markdown(compare_runs(runs, n_boot=100))
     assert "| B | 20.0 [" in table and "+5.0 [" in table
+
+
+def test_evaluate_reports_the_policy_version_of_the_checkpoint(tmp_path, monkeypatch):
+    # A fresh engine counts weight pushes from 0; the report must name the checkpoint's policy
+    # (round-4 holds the policy after 4 rounds), not the engine's push count.
+    import yaml
+
+    import fgrpo_core.rollout.vllm_engine as vllm_engine
+    from fgrpo_core.config import load_params
+    from fgrpo_core.data.stage import stage_data
+    from fgrpo_core.records import Rollout, RolloutBatch
+    from fgrpo_core.eval.outputs import REPORT_MD
+    from flows.cmd_eval import main
+
+    preset = {
+        "data": {"out_dir": str(tmp_path / "staged"),
+                 "synthetic": {"n_sft": 0, "n_rl": 0, "n_val": 0, "n_test": 3}},
+        "fgrpo": {"out_dir": str(tmp_path / "ck"), "run_dir": str(tmp_path / "runs")},
+        "sft": {"out_dir": str(tmp_path / "sft")},
+        "eval": {"out_path": str(tmp_path / "m/eval.json"), "samples_path": str(tmp_path / "m/eval_samples.jsonl"),
+                 "report_dir": str(tmp_path / "reports"), "bootstrap": 10},
+    }
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(preset))
+    p = load_params(params_file)
+    stage_data(p.data, p.model.min_pixels, p.model.max_pixels, p.data.out_dir)
+    ckpt = tmp_path / "ck" / "round-4"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"")
+
+    class Engine:  # stands in for vLLM: the report's policy version is what is tested
+        def __init__(self, path, **kwargs):
+            self.policy_version = 0
+
+        @classmethod
+        def from_params(cls, path, rollout, model, seed):
+            return cls(path)
+
+        def generate(self, prompts, sampling):
+            return RolloutBatch([Rollout(q.prompt_id, 0, "<think>x</think><answer>A</answer>", [1], None, "stop")
+                                 for q in prompts], policy_version=self.policy_version)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(vllm_engine, "VLLMEngine", Engine)
+    assert main(["--params", str(params_file)]) == 0
+    report = (tmp_path / "reports" / REPORT_MD).read_text()
+    assert "Policy version 4;" in report, [line for line in report.splitlines() if "Policy version" in line]

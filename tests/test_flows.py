@@ -14,6 +14,7 @@ import ast
 import json
 import math
 import os
+import re
 import zoneinfo
 from pathlib import Path
 
@@ -316,6 +317,75 @@ def test_stage_cache_skips_unchanged_and_reruns_what_changed(harness, in_project
     assert json.loads(manifest.read_text())["splits"]["test_synthetic"]["count"] == 5
     assert manifest.stat().st_mtime_ns != t_data and model_cfg.stat().st_mtime_ns == t_model
     first_two([])  # back to the smoke data for the next test
+
+
+# Bytecode as dis.dis() prints it (an offset, an opcode name, its argument).
+DISASSEMBLY = re.compile(r"\b(RESUME|LOAD_GLOBAL|LOAD_CONST|LOAD_FAST|RETURN_VALUE|PRECALL|CALL)\s+\d")
+
+
+def _flow_run_logs(flow_run_id) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)  # logs reach the API in batches
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs]
+
+
+def test_a_stage_log_shows_the_pipeline_not_its_dependencies(harness, in_project):
+    # Under log_prints=True (as the pipeline flows run), the stage-data task used to log ~40 lines
+    # of bytecode per dataset (datasets' fingerprint pickling disassembles functions into a
+    # captured stdout that Prefect's print rerouting bypasses), and every GPU stage warned that the
+    # fgrpo-gpu limit does not exist on a local API.
+    from prefect import flow
+
+    from flows.pipeline import run_params, stage_identity
+    from tasks.common import GPU_LIMIT, gpu_slot, run_stage
+    from tasks.stages import base_model, stage_data
+
+    @flow(name="fgrpo-stage-logs-under-test", log_prints=True)
+    def stage_with_prints(overrides: list[str]) -> str:
+        run = run_params("params.yaml", overrides)
+        run_stage(base_model, run, stage_identity("tiny_model", run))
+        with gpu_slot():  # what sft, train and evaluate hold; no limit exists on the test API
+            pass
+        return run_stage(stage_data, run, stage_identity("stage_data", run)).content_hash
+
+    state = stage_with_prints(["data.synthetic.n_test=6"], return_state=True)  # a key not cached: it runs
+    assert state.is_completed(), state.message
+    messages = _flow_run_logs(state.state_details.flow_run_id)
+    assert any("Finished in state Completed" in m for m in messages), messages  # the logs were read
+    assert json.loads((in_project / "data/staged/manifest.json").read_text())["splits"]["test_synthetic"]["count"] == 6
+    bytecode = [m for m in messages if DISASSEMBLY.search(m)]
+    assert not bytecode, f"{len(bytecode)} log lines of disassembly, e.g. {bytecode[:3]}"
+    assert not [m for m in messages if "do not exist" in m and GPU_LIMIT in m]
+    _stages_flow()([])  # back to the smoke data for the next tests
+
+
+def test_gpu_slot_holds_the_limit_when_it_exists(harness):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from tasks.common import GPU_LIMIT, gpu_limit_exists, gpu_slot
+
+    @flow(name="fgrpo-gpu-slot-under-test")
+    def hold() -> int:
+        with gpu_slot():
+            with get_client(sync_client=True) as client:
+                return client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots
+
+    assert not gpu_limit_exists()
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1))
+    try:
+        assert gpu_limit_exists()
+        assert hold() == 1  # the stage held the one slot while it ran
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""parse_completion: the format FGRPO.md section 1 fixes, tolerant input, never raises."""
+"""parse_completion: the format docs/method.md#output-format fixes, tolerant input, never raises."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_malformed(name):
 
 @pytest.mark.parametrize("token", VISION_TOKENS)
 def test_vision_tokens_make_a_completion_malformed(token):
-    # PITFALLS.md: a policy generating vision pad tokens breaks the next forward pass.
+    # docs/method.md#image-tokens-and-over-long-prompts: a policy generating vision pad tokens breaks the next forward pass.
     p = parse_completion(f"<think>look {token} here</think><answer>A</answer>")
     assert not p.well_formed and p.has_vision_tokens
     assert p.answer == "A"  # extraction still works, so accuracy can still be measured

@@ -1,4 +1,4 @@
-"""fgrpo_core stays pure: it never imports Prefect or DVC (STYLE.md 1)."""
+"""fgrpo_core stays pure: it never imports Prefect or DVC (docs/method.md#code-principles)."""
 
 import ast
 from pathlib import Path

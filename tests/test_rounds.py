@@ -78,7 +78,7 @@ def test_three_rounds_each_mode(mode, constraints, staged, tiny_model_dir, tmp_p
     f = p.fgrpo
     for r in (1, 2, 3):
         scores = pd.read_parquet(runs / f"round-{r}" / "scores.parquet")
-        # Masks (FGRPO.md section 2): R_C and R_S only where the answer is right.
+        # Masks (docs/method.md#rewards): R_C and R_S only where the answer is right.
         assert scores.loc[scores.acc == 0, ["consistency", "semantic"]].isna().all().all()
         for name in constraints:
             row = hist[(hist.step == r - 1) & (hist.constraint == name)].iloc[0]
@@ -88,7 +88,7 @@ def test_three_rounds_each_mode(mode, constraints, staged, tiny_model_dir, tmp_p
                 assert row["mean"] == pytest.approx(applicable.mean())  # c_k = masked mean
             if mode != "fgrpo" or row["count"] < f.lambda_min_count:
                 assert row["skipped"] and row["lambda_after"] == row["lambda_before"]
-            else:  # FGRPO.md section 4, by hand
+            else:  # docs/method.md#dual-ascent, by hand
                 expect = min(max(row["lambda_before"] + f.lambda_lr * (row["threshold"] - row["mean"]), 0.0),
                              f.lambda_max)
                 assert row["lambda_after"] == pytest.approx(expect)

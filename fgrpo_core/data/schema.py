@@ -18,7 +18,7 @@ A staged sample is a :class:`Sample`; on disk it is one row of a ``datasets`` da
 - ``trace``: the SFT target ``<think>...</think><answer>X</answer>``; ``""`` outside the SFT split.
 - ``trace_faults``: the faults injected in ``trace`` (subset of :data:`TRACE_FAULTS`).
 
-Box frame (PITFALLS.md "Box coordinate frame"): Qwen2.5-VL sees an image after the processor's
+Box frame (docs/method.md#box-coordinate-frame): Qwen2.5-VL sees an image after the processor's
 ``smart_resize`` (sides rounded to multiples of 28, pixel count clamped to
 [min_pixels, max_pixels]) and writes boxes in pixels of *that* image. Staging therefore resizes
 every image to exactly its ``smart_resize`` size (:func:`to_model_frame`) and scales its boxes by

@@ -8,7 +8,7 @@ Splits:
     test_<name>     one per imported benchmark (``data.benchmarks``)
 A split whose size is 0 is not written.
 
-Over-long prompts are dropped, never truncated (PITFALLS.md "image tokens vs image features"),
+Over-long prompts are dropped, never truncated (docs/method.md#image-tokens-and-over-long-prompts),
 and counted per split in the manifest. Two ways to count a prompt's tokens:
 
 - :func:`processor_prompt_counter`: the exact count under the policy's processor, i.e. the
@@ -40,7 +40,7 @@ from typing import Callable, Iterable, Iterator
 
 import datasets
 
-from fgrpo_core.config import DataParams
+from fgrpo_core.config import DataParams, ModelParams
 from fgrpo_core.data.importers import import_benchmark
 from fgrpo_core.data.schema import PATCH_FACTOR, Sample, sample_hash, to_dataset
 from fgrpo_core.data.synthetic import generate_item
@@ -93,6 +93,20 @@ def processor_prompt_counter(processor) -> Callable[[Sample], int]:
         return len(ids) - 1 + image_tokens
 
     return count
+
+
+def prompt_counter(model: ModelParams) -> tuple[Callable | None, str]:
+    """How staging counts prompt tokens, and the manifest's name for it: the policy processor's
+    exact count when ``model.path`` is a model folder on disk (the processor loads from its local
+    files), else ``None`` (a hub id, or the tiny model not built yet): the byte upper bound."""
+    path = Path(model.path)
+    if not (path / "config.json").is_file():
+        return None, f"{UPPER_BOUND} (no model folder at model.path={model.path})"
+    from fgrpo_core.models.loading import load_processor
+
+    processor = load_processor(path, trust_remote_code=model.trust_remote_code, min_pixels=model.min_pixels,
+                               max_pixels=model.max_pixels)
+    return processor_prompt_counter(processor), f"exact: {type(processor).__name__} of {model.path}"
 
 
 @dataclass

@@ -47,6 +47,14 @@ import numpy as np
 from fgrpo_core.config import SyntheticDataParams
 from fgrpo_core.data.render import COLOURS, SHAPES, Shape, add_position_cue, render, shape_mask
 from fgrpo_core.data.schema import Box, Sample, box_iou, to_model_frame
+from fgrpo_core.data.scene_graph import (  # noqa: F401  (the scene vocabulary, re-exported)
+    OPPOSITE,
+    RELATIONS,
+    QuestionSpec,
+    Relations,
+    random_box_away,
+    region_of,
+)
 from fgrpo_core.prompts import LETTERS
 
 SIZES: dict[str, float] = {"small": 0.75, "medium": 1.0, "large": 1.3}
@@ -62,11 +70,6 @@ MIN_VISIBLE = 0.5
 MIN_VISIBLE_PX = 12
 MAX_OBJECTS = 6  # five colours x three shapes, but a 112-pixel scene gets crowded beyond this
 
-RELATIONS = ("left_of", "right_of", "above", "below", "closer", "farther", "bigger", "smaller")
-OPPOSITE = {
-    "left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above",
-    "closer": "farther", "farther": "closer", "bigger": "smaller", "smaller": "bigger",
-}
 TASKS = ("relation_2d", "counting", "depth_order", "relative_distance", "relative_size",
          "localization", "perspective")
 
@@ -208,33 +211,6 @@ def make_scene(rng: random.Random, size: int, min_objects: int, max_objects: int
 # --------------------------------------------------------------------------------------------
 # Questions
 # --------------------------------------------------------------------------------------------
-@dataclass
-class QuestionSpec:
-    """A question about a scene, with what a trace needs to explain it.
-
-    ``objects`` are the object ids the question is about, in a task-specific role order
-    (documented in each ``_ask_*``); they are also the sample's ground-truth boxes.
-    """
-
-    task: str
-    variant: str
-    question: str
-    choices: list[str]
-    answer_index: int
-    objects: list[int]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Relations:
-    """Lookup over a scene graph's relation list."""
-
-    def __init__(self, scene: dict[str, Any]):
-        self.triples = {(r["subject"], r["predicate"], r["object"]) for r in scene["relations"]}
-
-    def holds(self, a: int, pred: str, b: int) -> bool:
-        return (a, pred, b) in self.triples
-
-
 def _shuffled(rng: random.Random, items: list[str], correct: str) -> tuple[list[str], int]:
     items = list(items)
     rng.shuffle(items)
@@ -340,18 +316,6 @@ def _fmt_box(box: list[float]) -> str:
     return "[" + ", ".join(str(int(round(v))) for v in box) + "]"
 
 
-def random_box_away(rng: random.Random, like: list[float], avoid: list[list[float]], W: float, H: float,
-                    max_iou: float = 0.2) -> list[float] | None:
-    """A box of the same size as ``like`` inside the image, with IoU <= max_iou to each of ``avoid``."""
-    w, h = like[2] - like[0], like[3] - like[1]
-    for _ in range(200):
-        x1, y1 = round(rng.uniform(0, W - w)), round(rng.uniform(0, H - h))
-        cand = [x1, y1, x1 + w, y1 + h]
-        if all(box_iou(cand, a) <= max_iou for a in avoid) and cand[2] <= W and cand[3] <= H:
-            return cand
-    return None
-
-
 def _ask_localization(scene, rng):
     """objects = (target, distractor). Box variant: 4 box options; region variant: left/middle/right."""
     objs = {o["id"]: o for o in scene["objects"]}
@@ -382,16 +346,6 @@ def _ask_localization(scene, rng):
     choices, idx = _shuffled(rng, ["left", "middle", "right"], region)
     return QuestionSpec("localization", "region", f"In which part of the image is the {name}: left, "
                         "middle or right?", choices, idx, [target, distractor], {"region": region})
-
-
-def region_of(box: list[float], width: float, margin: float) -> str | None:
-    """Which third of the image the box centre is in; None within ``margin`` of a border."""
-    cx = (box[0] + box[2]) / 2
-    for name, lo, hi in (("left", -math.inf, width / 3), ("middle", width / 3, 2 * width / 3),
-                         ("right", 2 * width / 3, math.inf)):
-        if lo + margin < cx < hi - margin:
-            return name
-    return None
 
 
 def _ask_perspective(scene, rng):
@@ -442,7 +396,7 @@ def sample_rng(seed: int, split: str, index: int) -> random.Random:
 def generate_item(params: SyntheticDataParams, split: str, index: int, min_pixels: int,
                   max_pixels: int, with_trace: bool = False) -> SyntheticItem:
     """One synthetic sample in the model frame (scene, image and boxes scaled together)."""
-    from fgrpo_core.data.traces import FaultShares, make_trace  # traces import this module
+    from fgrpo_core.data.traces import FaultShares, make_trace  # SFT traces only
 
     unknown = [t for t in params.tasks if t not in ASKERS]
     if unknown or not params.tasks:

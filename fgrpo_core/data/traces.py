@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fgrpo_core.data.render import COLOURS, SHAPES
-from fgrpo_core.data.synthetic import OPPOSITE, QuestionSpec, Relations, random_box_away
+from fgrpo_core.data.scene_graph import OPPOSITE, QuestionSpec, Relations, random_box_away
 from fgrpo_core.prompts import LETTERS
 
 

@@ -1,5 +1,5 @@
 """Evaluation: greedy pass@1 per benchmark, metrics with bootstrap intervals, reports, plots,
-run comparisons and the regression gate (FGRPO.md section 8). See docs/eval.md."""
+run comparisons and the regression gate (docs/method.md#evaluation). See docs/eval.md."""
 
 from fgrpo_core.eval.bootstrap import Estimate
 from fgrpo_core.eval.compare import Comparison, RunEval, compare_runs, comparison_markdown

@@ -1,4 +1,4 @@
-"""Circular evaluation (SAT's protocol; FGRPO.md section 8).
+"""Circular evaluation (SAT's protocol; docs/method.md#evaluation).
 
 A k-option question is asked k times, its options rotated by 0..k-1 places; the sample counts
 as correct only if every rotation is answered right. A model that always answers "A", or that

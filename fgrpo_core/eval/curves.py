@@ -1,6 +1,6 @@
 """Training histories the trainer writes, read into typed records for plots and reports.
 
-``multipliers.csv`` (one row per step and constraint; FGRPO.md section 4), columns:
+``multipliers.csv`` (one row per step and constraint; docs/method.md#dual-ascent), columns:
     step, constraint, mean, count, threshold, lambda_before, lambda_after, skipped
 ``mean`` may be empty or ``nan`` when no rollout was applicable (then ``skipped`` is true).
 
@@ -27,7 +27,7 @@ TRAIN_COLUMNS = (
     "inconsistency_rate", "kl", "clip_frac", "response_len",
     "semantic_undefined_share", "consistency_unjudged_share", "unparsable_share",
 )
-CONSTRAINT_ORDER = ("consistency", "semantic", "spatial")
+from fgrpo_core.constraints import CONSTRAINTS as CONSTRAINT_ORDER  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Benchmark metrics from per-sample results (FGRPO.md section 8), with bootstrap intervals.
+"""Benchmark metrics from per-sample results (docs/method.md#evaluation), with bootstrap intervals.
 
 Over the N samples of one benchmark (or one task family of it):
 
@@ -94,6 +94,12 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
 SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+# Column labels of every table and plot that shows these metrics (reports, Prefect artifacts).
+LABELS: dict[str, str] = {
+    "accuracy": "Acc", "inconsistency_rate": "IR", "inconsistency_upper": "IR (worst)",
+    "semantic_grounding": "Semantic", "spatial_grounding": "Spatial", "well_formed": "Well-formed",
+    "truncated": "Truncated", "response_len": "Len (tok)",
+}
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from fgrpo_core.eval.bootstrap import UNDEFINED, Estimate
 from fgrpo_core.eval.metrics import (
+    LABELS,
     METRIC_NAMES,
     METRICS,
     BenchmarkMetrics,
@@ -161,11 +162,6 @@ def read_metrics_json(path: str | Path) -> EvalMetrics:
 # --------------------------------------------------------------------------------------------
 PERCENT = {"accuracy", "inconsistency_rate", "inconsistency_upper", "semantic_grounding",
            "spatial_grounding", "well_formed", "truncated"}
-LABELS = {
-    "accuracy": "Acc", "inconsistency_rate": "IR", "inconsistency_upper": "IR (worst)",
-    "semantic_grounding": "Semantic", "spatial_grounding": "Spatial", "well_formed": "Well-formed",
-    "truncated": "Truncated", "response_len": "Len (tok)",
-}
 TABLE_METRICS = ("accuracy", "inconsistency_rate", "semantic_grounding", "spatial_grounding",
                  "well_formed", "response_len")
 

@@ -1,6 +1,6 @@
 """The ablation table over RL seeds (``fgrpo repro``), its target check and its figures.
 
-Every row of the table (a variant of FGRPO.md section 7) is trained from the same SFT checkpoint
+Every row of the table (a variant of docs/method.md#ablation-rows) is trained from the same SFT checkpoint
 with S seeds. Per variant and metric m over its seeds s = 1..S:
 
     mean_m = (1/S) sum_s m_s          spread: [min_s m_s, max_s m_s],  sd_m = std(m_s, ddof=1)

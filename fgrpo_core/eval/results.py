@@ -4,7 +4,7 @@ A :class:`SampleResult` is the unit every metric, interval and paired comparison
 from. It holds no image and no policy object: it can be written to JSONL, read back, and
 re-aggregated later (``fgrpo compare`` pairs two runs' results by ``(benchmark, sample_id)``).
 
-Judge outcomes keep their status (PITFALLS.md: a judge failure is counted, never a score):
+Judge outcomes keep their status (docs/method.md#a-missing-reward: a judge failure is counted, never a score):
 
 - ``ok``: the judge answered; the score is a number (consistency) or a number/NaN (semantic:
   NaN when every labelled sentence was SKIP).

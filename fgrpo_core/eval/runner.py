@@ -2,13 +2,14 @@
 
     for each benchmark split, for each sample, for each option order (circular: all rotations):
         one greedy completion (temperature 0, n = 1)
-    grade every completion with the training grader      (STYLE.md 9: one answer matcher)
+    grade every completion with the training grader      (docs/method.md#code-principles: one grader)
     judge rotation 0's reasoning: consistency (R_C) and semantic grounding (R_S)
     aggregate into SampleResults, then metrics with bootstrap intervals (metrics.py)
 
 The judge scope decides which completions are judged:
 ``all`` (default) judges every completion that has both a reasoning and an answer; ``correct``
-judges only correct ones, as the training reward masks R_C and R_S (FGRPO.md section 2). Under
+judges only correct ones, as the training reward masks R_C and R_S (docs/method.md#rewards). Asking
+and settling verdicts is ``judges/asking.py``, shared with training. Under
 ``correct`` a wrong answer is never inconsistent, so IR reads as "right answer, wrong reason".
 
 Inside the scope, a completion that gives a judge nothing to rule on is ``unjudgeable``, not
@@ -22,7 +23,6 @@ circular benchmarks cost no extra judge calls.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,15 +33,8 @@ from fgrpo_core.data.schema import Sample, from_dataset
 from fgrpo_core.eval.circular import OptionOrder, option_orders
 from fgrpo_core.eval.metrics import EvalMetrics, compute_metrics
 from fgrpo_core.eval.results import JudgeOutcome, SampleResult
-from fgrpo_core.judges.base import (
-    ConsistencyRequest,
-    ConsistencyVerdict,
-    Judge,
-    SemanticRequest,
-    SemanticVerdict,
-    VerdictStatus,
-)
-from fgrpo_core.judges.agreement import trace_requests
+from fgrpo_core.judges.asking import Trace, ask_judges
+from fgrpo_core.judges.base import Judge
 from fgrpo_core.prompts import build_messages
 from fgrpo_core.records import PromptInput, Rollout, SamplingSettings
 from fgrpo_core.rewards.grader import Grade, grade_completions
@@ -128,16 +121,6 @@ class _Ask:
     @property
     def prompt_id(self) -> str:
         return f"{self.benchmark}/{self.sample.id}#r{self.order.shift}"
-
-
-def _judge_status(v: ConsistencyVerdict | SemanticVerdict) -> JudgeOutcome:
-    return JudgeOutcome(v.status.value if isinstance(v.status, VerdictStatus) else str(v.status))
-
-
-def _expect(n: int, got: list, what: str) -> list:
-    if len(got) != n:
-        raise RuntimeError(f"{what} returned {len(got)} verdicts for {n} requests")
-    return got
 
 
 @dataclass(frozen=True)
@@ -255,40 +238,11 @@ def _judge(
     """Consistency and semantic outcomes of each (rotation-0) completion, in order."""
     if scope not in ("all", "correct"):
         raise ValueError(f"judge scope must be 'all' or 'correct', got {scope!r}")
-    not_asked = (JudgeOutcome.not_asked, math.nan)
-    unjudgeable = (JudgeOutcome.unjudgeable, math.nan)
-    consistency = [not_asked] * len(asks)
-    semantic = [not_asked] * len(asks)
-    sentences = [0] * len(asks)
-    c_idx, c_req, s_idx, s_req = [], [], [], []
-    for i, (a, g) in enumerate(zip(asks, grades)):
-        if scope == "correct" and g.acc <= 0:
-            continue
-        s = a.sample
-        # the requests scoring builds from a completion (parse, split, drop trivial sentences)
-        c, sem = trace_requests(s.question, a.order.choices, a.text, s.image, s.scene)
-        if c is None:  # no parsable reasoning or answer: in scope, nothing to judge
-            consistency[i] = unjudgeable
-        else:
-            c_idx.append(i)
-            c_req.append(c)
-        if sem is None:  # no checkable sentence (K' = 0)
-            semantic[i] = unjudgeable
-        else:
-            sentences[i] = len(sem.sentences)
-            s_idx.append(i)
-            s_req.append(sem)
-    if c_req:
-        for i, v in zip(c_idx, _expect(len(c_req), judge.consistency(c_req), "consistency judge")):
-            status, score = _judge_status(v), v.score
-            if status is JudgeOutcome.ok and math.isnan(score):  # "ok" without a verdict: judge bug
-                status = JudgeOutcome.unparseable
-            consistency[i] = (status, score if status is JudgeOutcome.ok else math.nan)
-    if s_req:
-        for i, v in zip(s_idx, _expect(len(s_req), judge.semantic(s_req), "semantic judge")):
-            status = _judge_status(v)
-            if status is JudgeOutcome.ok and math.isnan(v.score):  # every sentence SKIP: K' = 0
-                semantic[i] = unjudgeable
-            else:
-                semantic[i] = (status, v.score if status is JudgeOutcome.ok else math.nan)
-    return consistency, semantic, sentences
+    v = ask_judges(judge, [None if scope == "correct" and g.acc <= 0 else
+                           Trace(a.sample.question, a.order.choices, a.text, a.sample.image, a.sample.scene)
+                           for a, g in zip(asks, grades)])
+
+    def outcomes(status: list[str | None], score: list[float]) -> list[tuple[JudgeOutcome, float]]:
+        return [(JudgeOutcome.not_asked if st is None else JudgeOutcome(st), sc) for st, sc in zip(status, score)]
+
+    return outcomes(v.consistency_status, v.consistency), outcomes(v.semantic_status, v.semantic), v.sentences

@@ -1,9 +1,9 @@
-"""The judge protocol (FGRPO.md section 2): consistency R_C and semantic grounding R_S.
+"""The judge protocol (docs/method.md#rewards): consistency R_C and semantic grounding R_S.
 
 Every judge (the exact scene-graph verifier, a vLLM offline model, an OpenAI-compatible HTTP
 endpoint) takes batches of requests and returns one verdict per request, in order. A verdict
 always carries a status; only ``ok`` verdicts carry a score. A judge failure is counted, and is
-never a score (PITFALLS.md: "one missing reward poisons the batch").
+never a score (docs/method.md#a-missing-reward).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Exact judges for data that carries a scene graph (the synthetic benchmark), FGRPO.md section 2.
+"""Exact judges for data that carries a scene graph (the synthetic benchmark), docs/method.md#rewards.
 
 Consistency (R_C): "does the final answer follow from the reasoning's own logic?" We read the
 option the reasoning *concludes* and compare it with the final answer:
@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import string
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -54,8 +53,11 @@ from fgrpo_core.judges.base import (
     VerdictStatus,
 )
 from fgrpo_core.judges.sentences import split_sentences
+from fgrpo_core.data.scene_graph import OPPOSITE, region_of
 from fgrpo_core.data.schema import box_iou
+from fgrpo_core.parsing import parse_box
 from fgrpo_core.prompts import LETTERS
+from fgrpo_core.rewards.answer import named_option, normalise_answer
 
 BOX_IOU_MIN = 0.5
 
@@ -84,8 +86,6 @@ CLAIMS: list[tuple[str, re.Pattern[str]]] = [
 _PRED = {"left": "left_of", "right": "right_of", "above": "above", "below": "below", "under": "below",
          "beneath": "below", "closer": "closer", "nearer": "closer", "farther": "farther",
          "further": "farther", "bigger": "bigger", "larger": "bigger", "smaller": "smaller"}
-_OPP = {"left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above",
-        "closer": "farther", "farther": "closer", "bigger": "smaller", "smaller": "bigger"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,19 +98,9 @@ _LETTER_REF = re.compile(
 _CONCLUDING = re.compile(r"^\W*(?:so|therefore|thus|hence|overall|in conclusion)\b|\banswer\b", re.I)
 
 
-def _norm(text: str) -> str:
-    text = text.lower().strip()
-    return " ".join(text.translate(str.maketrans("", "", string.punctuation)).split())
-
-
-def answer_option(answer: str, choices: Sequence[str]) -> int | None:
-    """Index of the option an answer names: a letter ("B", "(b)", "B.") or an option's text."""
-    a = answer.strip()
-    stripped = a.strip(string.punctuation + " ")
-    if len(stripped) == 1 and stripped.upper() in LETTERS[: len(choices)]:
-        return LETTERS.index(stripped.upper())
-    matches = [i for i, c in enumerate(choices) if _norm(c) == _norm(a)]
-    return matches[0] if len(matches) == 1 else None
+# Answers and option texts are read as the accuracy reward reads them (one matcher).
+_norm = normalise_answer
+answer_option = named_option  # the option an answer names: "B", "(b)", "B.", "right", "B. right"
 
 
 def concluded_option(reasoning: str, choices: Sequence[str]) -> tuple[int | None, str]:
@@ -166,14 +156,6 @@ class _Mention:
         return f"{self.colour + ' ' if self.colour else ''}{self.shape}"
 
 
-def _parse_box(text: str) -> list[float] | None:
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError:
-        return None
-    return vals if len(vals) == 4 and vals[0] < vals[2] and vals[1] < vals[3] else None
-
-
 class _SceneView:
     def __init__(self, scene: dict[str, Any]):
         self.scene = scene
@@ -184,7 +166,7 @@ class _SceneView:
     def relation(self, a: int, pred: str, b: int) -> bool | None:
         if (a, pred, b) in self.relations:
             return True
-        if (a, _OPP[pred], b) in self.relations:
+        if (a, OPPOSITE[pred], b) in self.relations:
             return False
         return None
 
@@ -211,7 +193,7 @@ def label_sentence(sentence: str, scene: dict[str, Any]) -> tuple[SentenceLabel,
     loose_boxes: list[list[float]] = []
     spans: list[tuple[int, int, str]] = []  # (start, end, replacement) for the normalised text
     for bm in _BBOX.finditer(sentence):
-        box = _parse_box(bm.group(1))
+        box = parse_box(f"[{bm.group(1)}]")  # the completion parser's reader (a degenerate box: IoU 0)
         before = [mt for mt in mentions if mt.end <= bm.start()]
         host = before[-1] if before else None
         if host is not None and host.box is None and _ATTACH.match(sentence[host.end : bm.start()]):
@@ -309,8 +291,6 @@ def _check_claim(kind: str, m: re.Match[str], text: str, resolved: dict[int, int
         a = obj(1)
         if a is None:
             return None
-        from fgrpo_core.data.synthetic import region_of
-
         region = region_of(view.objects[a]["box"], view.scene["width"], view.th["region_px"])
         said = {"center": "middle", "centre": "middle"}.get(m.group(2), m.group(2))
         return None if region is None else region == said

@@ -11,7 +11,7 @@ Back ends:
   ``openai.AsyncOpenAI``. At most ``max_concurrency`` requests in flight, a hard per-request
   timeout, and the ONLY retry layer: exponential backoff on transient errors (timeouts,
   connection errors, 429, 5xx); the client's own retries are off (``max_retries=0``) so the two
-  never multiply (PITFALLS.md, "nested retry layers"). The API key is read from the environment
+  never multiply (docs/method.md#judges-at-scale). The API key is read from the environment
   variable *named* in the params at call time; it is kept on no object and scrubbed from every
   error text.
 - :class:`VLLMBackend`: a ``vllm.LLM`` the caller built and keeps alive; one batched, greedy

@@ -1,4 +1,4 @@
-"""Prompts of the model judges and the strict parser of their verdicts (FGRPO.md section 2).
+"""Prompts of the model judges and the strict parser of their verdicts (docs/method.md#rewards).
 
 Two judges, two questions:
 
@@ -11,7 +11,7 @@ Two judges, two questions:
   sentence. The paper's per-sentence calls cost ~5x the calls for the same context.
 
 The parser is strict: a reply not exactly in the required form is ``unparseable`` (NaN score,
-counted), never a default verdict (PITFALLS.md, "an empty judge answer got a default score").
+counted), never a default verdict (docs/method.md#judges-at-scale: an empty judge answer must not get a default score).
 Whitespace around the whole reply and at line ends is the only slack.
 
 Bump :data:`PROMPT_VERSION` whenever a prompt or the parser changes: it is part of every cache

@@ -1,4 +1,4 @@
-"""Sentence splitting and the trivial-sentence filter, shared by every judge (FGRPO.md section 2).
+"""Sentence splitting and the trivial-sentence filter, shared by every judge (docs/method.md#rewards).
 
 R_S is the mean of per-sentence verdicts over the reasoning's *non-trivial* sentences. The paper
 drops trivial sentences: those that open with a filler phrase ("Let me", "Therefore", "Wait")

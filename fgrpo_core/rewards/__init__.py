@@ -1,4 +1,4 @@
-"""Rewards (FGRPO.md section 2). One grader scores training rollouts and benchmarks (STYLE.md 9)."""
+"""Rewards (docs/method.md#rewards). One grader scores training rollouts and benchmarks (docs/method.md#code-principles)."""
 
 from fgrpo_core.rewards.answer import (
     accuracy_reward,

@@ -1,4 +1,4 @@
-"""Format and accuracy rewards (FGRPO.md section 2): R_fmt, R_acc and R_task = 0.5 R_acc + 0.5 R_fmt.
+"""Format and accuracy rewards (docs/method.md#rewards): R_fmt, R_acc and R_task = 0.5 R_acc + 0.5 R_fmt.
 
 Answer matching **[ours]** (the paper says "exact match after stripping punctuation/case"):
 both sides are lower-cased, every punctuation character becomes a space and runs of whitespace
@@ -18,7 +18,7 @@ from typing import Sequence
 from fgrpo_core.parsing import ParsedCompletion
 from fgrpo_core.prompts import LETTERS
 
-TASK_WEIGHT_ACC = 0.5  # FGRPO.md: R_task = 0.5 R_acc + 0.5 R_fmt
+TASK_WEIGHT_ACC = 0.5  # docs/method.md#rewards: R_task = 0.5 R_acc + 0.5 R_fmt
 TASK_WEIGHT_FMT = 0.5
 
 _SPACES = re.compile(r"\s+")
@@ -42,6 +42,23 @@ def _gold_index(answer: str, choices: Sequence[str]) -> int | None:
     return None
 
 
+def _option_forms(i: int, choice: str) -> set[str]:
+    """What names option ``i`` after normalisation: its text, its letter, or both ("b right")."""
+    text = normalise_answer(choice)
+    if i >= len(LETTERS):
+        return {text}
+    letter = LETTERS[i].lower()
+    return {text, letter, f"{letter} {text}"}
+
+
+def named_option(answer: str, choices: Sequence[str]) -> int | None:
+    """Index of the option ``answer`` names (letter, text, or both, as R_acc reads them); None when
+    it names none or more than one. The exact consistency judge reads answers through it too."""
+    a = normalise_answer(answer)
+    hits = {i for i, c in enumerate(choices) if a and a in _option_forms(i, c)}
+    return hits.pop() if len(hits) == 1 else None
+
+
 def format_reward(parsed: ParsedCompletion) -> float:
     """R_fmt in {0, 1}: 1 iff the completion is well formed (see fgrpo_core.parsing)."""
     return 1.0 if parsed.well_formed else 0.0
@@ -57,16 +74,11 @@ def accuracy_reward(parsed: ParsedCompletion, answer: str, choices: Sequence[str
     idx = _gold_index(answer, choices) if choices else None
     if idx is None:  # free-form answer, or a gold answer that names no option
         return 1.0 if pred == normalise_answer(answer) else 0.0
-    text = normalise_answer(choices[idx])
-    accepted = {text}
-    if idx < len(LETTERS):
-        letter = LETTERS[idx].lower()
-        accepted |= {letter, f"{letter} {text}"}
-    return 1.0 if pred in accepted else 0.0
+    return 1.0 if pred in _option_forms(idx, choices[idx]) else 0.0
 
 
 def combine_task(acc: float, fmt: float) -> float:
-    """R_task = 0.5 R_acc + 0.5 R_fmt (FGRPO.md section 2)."""
+    """R_task = 0.5 R_acc + 0.5 R_fmt (docs/method.md#rewards)."""
     return TASK_WEIGHT_ACC * acc + TASK_WEIGHT_FMT * fmt
 
 

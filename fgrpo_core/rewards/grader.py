@@ -1,9 +1,9 @@
-"""The one grader (STYLE.md 9): training rewards and benchmark metrics call the same code.
+"""The one grader (docs/method.md#code-principles): training rewards and benchmark metrics call the same code.
 
 ``grade_completion(text, answer, choices, gt_boxes)`` turns one completion into a
 :class:`Grade` holding R_fmt, R_acc, R_task and R_G. Consistency (R_C) and semantic grounding
 (R_S) need a judge and are filled in by the judge stage; :func:`mask_unless_correct` applies
-their mask (FGRPO.md section 2: they apply only to rollouts with R_acc > 0, NaN elsewhere).
+their mask (docs/method.md#rewards: they apply only to rollouts with R_acc > 0, NaN elsewhere).
 """
 
 from __future__ import annotations

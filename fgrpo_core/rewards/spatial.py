@@ -1,4 +1,4 @@
-"""Spatial grounding R_G (FGRPO.md section 2): Hungarian matching of boxes scored by CIoU.
+"""Spatial grounding R_G (docs/method.md#rewards): Hungarian matching of boxes scored by CIoU.
 
     CIoU(p, g) = IoU(p, g) - rho^2(p, g) / c^2(p, g) - alpha * v          (Zheng et al. 2020)
         rho^2 = squared distance of the box centres, c^2 = squared diagonal of the smallest
@@ -7,7 +7,7 @@
     S = max(CIoU, 0)                                               [N_pred, N_gt]
     R_G = max over one-to-one matchings of  sum_matched S  /  max(N_pred, N_gt)
 
-Choices **[ours]** (FGRPO.md marks the clip as ours; the rest is fixed here):
+Choices **[ours]** (the clip and the rest: docs/method.md#rewards):
 - The matching maximises the *clipped* score S, so R_G is exactly the best achievable value of
   the reward's own sum (matching on raw CIoU can trade a positive overlap away to avoid a very
   negative pair). Unmatched boxes on either side count in the denominator: citing extra boxes
@@ -18,7 +18,7 @@ Choices **[ours]** (FGRPO.md marks the clip as ours; the rest is fixed here):
   a coordinate beyond ``MAX_COORD`` is invalid: its scores are 0, it still counts in N_pred,
   and nothing raises. An invalid *ground-truth* box is a data error and raises ``ValueError``.
 - Boxes are (x1, y1, x2, y2) in absolute pixels of the image the model saw (after the
-  processor's resize); predictions and ground truth must share that frame (PITFALLS.md).
+  processor's resize); predictions and ground truth must share that frame (docs/method.md#box-coordinate-frame).
 
 Speed (``bench/rewards.py``): ``spatial_grounding_batch`` reads all boxes of all rollouts in one
 pass (a ground-truth list shared by the G rollouts of a prompt once), groups rollouts by

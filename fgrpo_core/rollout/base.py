@@ -7,7 +7,7 @@ fallback on machines without vLLM).
 
 Log-probs are the policy's *raw* per-token log-probs of the sampled tokens (log-softmax of the
 logits before temperature / top-p), which is what vLLM returns by default. The trainer recomputes
-old log-probs itself (FGRPO.md section 6); these are for diagnostics and staleness checks.
+old log-probs itself (docs/method.md#policy-step); these are for diagnostics and staleness checks.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The engine is started once and kept for the whole run: starting it costs tens of
 tiny model. The refresh goes through the worker's ``reload_weights`` (transformers parameter
 names, ``is_checkpoint_format=True``): the route TRL's colocate mode takes
 (``model_runner.model.load_weights``) breaks on vLLM's CPU build, whose linear layers are
-repacked after loading (DESIGN.md, "In-place weight refresh").
+repacked after loading (docs/method.md#stale-weights-in-vllm).
 
 After a refresh the encoder cache (image features of the *old* vision tower) and the prefix
 cache (KV of the old weights) are reset: stale entries would silently mix two policies.
@@ -18,13 +18,16 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 
 from fgrpo_core.prompts import prompt_text
 from fgrpo_core.records import PromptInput, Rollout, RolloutBatch, SamplingSettings
 from fgrpo_core.rollout.base import prompt_seed
+
+if TYPE_CHECKING:
+    from fgrpo_core.config import ModelParams, RolloutParams
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,18 @@ LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_R
                 "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT",
                 "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS",
                 "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_ERROR_FILE", "TORCH_NCCL_ASYNC_ERROR_HANDLING")
+
+
+VLLM_LOG_LEVEL = "WARNING"  # VLLM_LOGGING_LEVEL unless the environment sets it
+
+
+def processor_size_kwargs(min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+    """The image processor's pixel bounds as ``mm_processor_kwargs``: ``size`` with
+    ``shortest_edge``/``longest_edge`` (pixel counts for Qwen2-VL/2.5-VL). Passing ``min_pixels`` and
+    ``max_pixels`` to a processor call is deprecated in transformers 5 (a FutureWarning per call);
+    vLLM maps ``size`` to the same bounds."""
+    size = {k: v for k, v in (("shortest_edge", min_pixels), ("longest_edge", max_pixels)) if v}
+    return {"size": size} if size else {}
 
 
 def in_process_group() -> bool:
@@ -87,9 +102,16 @@ class VLLMEngine:
             log.info("vLLM engine: in a process group of %d ranks, the engine core runs in its own process",
                      torch.distributed.get_world_size())
             in_process = False
+        # vLLM logs its start-up and every engine step at INFO, which buries a stage's own progress.
+        # Its level is VLLM_LOGGING_LEVEL (default here: WARNING; set INFO to see them); the engine
+        # core and worker processes read the variable, this process's "vllm" logger is set too in
+        # case vllm was imported (and configured its logging) before the variable was set.
+        log_level = os.environ.setdefault("VLLM_LOGGING_LEVEL", VLLM_LOG_LEVEL).upper()
         # vLLM caches its environment variables once an engine runs (vllm.envs.enable_envs_cache);
         # a later engine in this process must read the values set here, not the first engine's.
         from vllm import envs as vllm_envs
+
+        logging.getLogger("vllm").setLevel(log_level)
 
         vllm_envs.disable_envs_cache()
         # Set either way: an earlier in-process engine in this process leaves "0" behind.
@@ -100,7 +122,7 @@ class VLLMEngine:
 
         if dtype == "auto" and not torch.cuda.is_available():
             dtype = "float32"
-        mm_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        mm_kwargs = processor_size_kwargs(min_pixels, max_pixels)
         self.model_path = str(model_path)
         self.in_process = in_process
         # vLLM's CPU worker replaces torch.set_num_threads with a no-op because it binds its OpenMP
@@ -126,6 +148,18 @@ class VLLMEngine:
             torch.set_num_threads = set_num_threads
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
+
+    @classmethod
+    def from_params(cls, model_path: str | os.PathLike, rollout: "RolloutParams", model: "ModelParams",
+                    seed: int, **kwargs: Any) -> "VLLMEngine":
+        """The engine the params ask for, holding ``model_path`` (the policy, or a judge model): the
+        one place that turns ``rollout.*`` and ``model.*`` into engine arguments, pixel bounds
+        included, for training, evaluation, the judges and the demo alike."""
+        return cls(model_path, dtype=model.dtype, max_model_len=rollout.max_model_len, seed=seed,
+                   tensor_parallel_size=rollout.tensor_parallel_size,
+                   gpu_memory_utilization=rollout.gpu_memory_utilization, cpu_kvcache_gib=rollout.cpu_kvcache_gib,
+                   enforce_eager=rollout.enforce_eager, trust_remote_code=model.trust_remote_code,
+                   min_pixels=model.min_pixels, max_pixels=model.max_pixels, **kwargs)
 
     # ------------------------------------------------------------------ generation
     def _request(self, prompt: PromptInput) -> dict[str, Any]:

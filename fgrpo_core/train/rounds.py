@@ -1,6 +1,6 @@
 """FGRPO rounds: rollout -> score -> constrained update -> dual ascent, resumable.
 
-One round is one policy step of the paper (FGRPO.md sections 3-6):
+One round is one policy step of the paper (docs/method.md#constrained-objective to #policy-step):
 
     prompts   the next ``rollout_batch`` RL prompts (seeded order, cursor kept across rounds)
     rollout   G completions each from the live vLLM engine            -> round-r/rollouts.parquet
@@ -47,6 +47,7 @@ from fgrpo_core.advantages import compute_advantages
 from fgrpo_core.config import AdvantageMode, FGRPOParams, RolloutParams
 from fgrpo_core.data.schema import Sample
 from fgrpo_core.judges.base import Judge
+from fgrpo_core.checkpoints import STATE_FILE, completed_rounds, round_checkpoint  # noqa: F401 (STATE_FILE re-exported)
 from fgrpo_core.lagrangian import DualAscent, constraint_stats, write_history_csv
 from fgrpo_core.prompts import build_messages
 from fgrpo_core.records import PromptInput, RolloutBatch, SamplingSettings
@@ -54,8 +55,6 @@ from fgrpo_core.train.policy import EncodedPrompt, encode_prompt
 from fgrpo_core.train.scoring import CONSTRAINTS, RoundScores, score_rollouts
 from fgrpo_core.train.threads import cpu_threads
 from fgrpo_core.train.update import PolicyUpdater, UpdateSettings
-
-STATE_FILE = "trainer_state.pt"
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,7 +71,7 @@ class RunLayout:
         return self.run_dir / f"round-{r}"
 
     def checkpoint(self, r: int) -> Path:
-        return self.ckpt_dir / f"round-{r}"
+        return round_checkpoint(self.ckpt_dir, r)
 
     @property
     def multipliers(self) -> Path:
@@ -93,14 +92,7 @@ class RunLayout:
 
     def completed_rounds(self) -> list[int]:
         """Rounds whose checkpoint is complete (temporary directories start with '.')."""
-        if not self.ckpt_dir.is_dir():
-            return []
-        done = []
-        for p in self.ckpt_dir.glob("round-*"):
-            tail = p.name.split("-", 1)[1]
-            if tail.isdigit() and (p / STATE_FILE).is_file():
-                done.append(int(tail))
-        return sorted(done)
+        return list(completed_rounds(self.ckpt_dir, needs=STATE_FILE))
 
 
 def _atomic_file(path: Path, write: Callable[[Path], None]) -> None:
@@ -310,7 +302,7 @@ class FGRPOTrainer:
                                       torch.Generator().manual_seed(_derive(self.seed, "update", r)))
         t_update = time.perf_counter() - t0
         means, counts = constraint_stats({k: cons[k] for k in self.active})
-        records = self.dual.update(means, counts)  # after the primal step (FGRPO.md section 4)
+        records = self.dual.update(means, counts)  # after the primal step (docs/method.md#dual-ascent)
         # On every rank, once a round (under FSDP a gather of the shards): the push and the checkpoint.
         weights = dict(self.updater.named_weights())
         version = self._on_main(lambda: self.engine.update_weights(weights.items()), f"round {r}: weight push")

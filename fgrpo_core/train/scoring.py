@@ -1,4 +1,4 @@
-"""Scoring a round: every rollout gets R_fmt, R_acc, R_task, R_C, R_S, R_G (FGRPO.md section 2).
+"""Scoring a round: every rollout gets R_fmt, R_acc, R_task, R_C, R_S, R_G (docs/method.md#rewards).
 
     R_fmt, R_acc, R_task, R_G   the grader (rewards.grader), the same code evaluation uses
     R_C, R_S                    the judge, asked only where they apply: rollouts with R_acc > 0
@@ -24,26 +24,26 @@ the decoupled advantages, the shaped rewards and c_k all see the same value. Eva
 the same cases the same way (``eval.runner``, ``eval.metrics``). A *judge* failure stays NaN:
 it is the judge's fault, not the policy's, and is counted in ``judge_status``. The shares are
 counted per round (``EscapeCounts``) and logged in ``train_metrics.csv``.
+Asking and settling verdicts is ``judges/asking.py``, the same code evaluation uses.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 import torch
 
 from fgrpo_core.advantages import TaskRewards
+from fgrpo_core.constraints import CONSTRAINTS  # noqa: F401  (re-exported)
 from fgrpo_core.data.schema import Sample
-from fgrpo_core.judges.agreement import trace_requests
-from fgrpo_core.judges.base import Judge, VerdictStatus
+from fgrpo_core.judges.asking import UNJUDGEABLE, Trace, ask_judges
+from fgrpo_core.judges.base import Judge
 from fgrpo_core.records import Rollout
 from fgrpo_core.rewards.grader import grade_completions
 
-CONSTRAINTS = ("consistency", "semantic", "spatial")
-UNJUDGEABLE = "unjudgeable"  # a right answer that gave the judge nothing to rule on: scored 0
+NOT_APPLICABLE = "not_applicable"  # the status of a signal the judge was not asked about
 
 
 @dataclass
@@ -131,50 +131,29 @@ def score_rollouts(
     )
     # Ask the judge only where R_C / R_S apply: correct answers with a reasoning and an answer.
     n = len(rollouts)
-    c_req, c_at, s_req, s_at = [], [], [], []
-    no_reasoning, no_claim = set(), set()  # correct answers that give a judge nothing to rule on
-    for i, (r, s, g) in enumerate(zip(rollouts, smp, grades)):
-        if g.acc <= 0:
-            continue
-        c, sem = trace_requests(s.question, s.choices, r.text, s.image, s.scene)
-        if c is None:
-            no_reasoning.add(i)
-        elif "consistency" in constraints:
-            c_req.append(c)
-            c_at.append(i)
-        if sem is None:
-            no_claim.add(i)
-        elif "semantic" in constraints:
-            s_req.append(sem)
-            s_at.append(i)
-    c_ver = judge.consistency(c_req) if c_req else []
-    s_ver = judge.semantic(s_req) if s_req else []
-    if len(c_ver) != len(c_req) or len(s_ver) != len(s_req):
-        raise RuntimeError(f"judge {judge.name} returned {len(c_ver)}/{len(c_req)} consistency and "
-                           f"{len(s_ver)}/{len(s_req)} semantic verdicts")
-
-    c_score, c_status = [math.nan] * n, ["not_applicable"] * n
-    s_score, s_status = [math.nan] * n, ["not_applicable"] * n
-    for i, v in zip(c_at, c_ver):
-        c_score[i], c_status[i] = v.score, v.status.value
-    for i, v in zip(s_at, s_ver):
-        s_score[i], s_status[i] = v.score, v.status.value
-    status = {  # what the judge answered, before the escape rule below
-        "consistency": dict(Counter(c_status[i] for i in c_at)),
-        "semantic": dict(Counter(s_status[i] for i in s_at)),
-    }
-    all_skip = {i for i, v in zip(s_at, s_ver) if v.status is VerdictStatus.ok and math.isnan(v.score)}
-    if "consistency" in constraints:
-        for i in no_reasoning:
-            c_score[i], c_status[i] = 0.0, UNJUDGEABLE
-    if "semantic" in constraints:
-        for i in no_claim | all_skip:
-            s_score[i], s_status[i] = 0.0, UNJUDGEABLE
+    verdicts = ask_judges(
+        judge,
+        [Trace(s.question, s.choices, r.text, s.image, s.scene) if g.acc > 0 else None
+         for r, s, g in zip(rollouts, smp, grades)],
+        consistency="consistency" in constraints, semantic="semantic" in constraints,
+    )
+    c_score, s_score = list(verdicts.consistency), list(verdicts.semantic)
+    c_status = [st or NOT_APPLICABLE for st in verdicts.consistency_status]
+    s_status = [st or NOT_APPLICABLE for st in verdicts.semantic_status]
+    # What the judge answered, before the escape rule (unjudgeable ones were never a verdict).
+    status = {sig: {k: v for k, v in verdicts.counts(sig).items() if k != UNJUDGEABLE}
+              for sig in ("consistency", "semantic")}
+    # The escape rule (module docstring): where the constraint is active, nothing to judge scores 0.
+    for i in range(n):
+        if c_status[i] == UNJUDGEABLE:
+            c_score[i] = 0.0
+        if s_status[i] == UNJUDGEABLE:
+            s_score[i] = 0.0
     escapes = EscapeCounts(
         rollouts=n,
         correct=sum(g.acc > 0 for g in grades),
-        semantic_undefined=len(no_claim | all_skip),
-        consistency_unjudged=len(no_reasoning),
+        semantic_undefined=sum(nc or st == UNJUDGEABLE for nc, st in zip(verdicts.no_claim, s_status)),
+        consistency_unjudged=sum(verdicts.no_reasoning),
         unparsable=sum(not g.parsed.think or not g.parsed.answer for g in grades),
     )
     scores = [

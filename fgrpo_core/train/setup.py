@@ -33,11 +33,7 @@ def make_engine(init_path: str | Path, rollout: RolloutParams, model: ModelParam
     if rollout.engine == "vllm":
         from fgrpo_core.rollout.vllm_engine import VLLMEngine
 
-        return VLLMEngine(init_path, dtype=model.dtype, max_model_len=rollout.max_model_len, seed=seed,
-                          tensor_parallel_size=rollout.tensor_parallel_size,
-                          gpu_memory_utilization=rollout.gpu_memory_utilization,
-                          cpu_kvcache_gib=rollout.cpu_kvcache_gib, enforce_eager=rollout.enforce_eager,
-                          trust_remote_code=model.trust_remote_code)
+        return VLLMEngine.from_params(init_path, rollout, model, seed)
     from fgrpo_core.rollout.hf_engine import HFEngine
 
     return HFEngine.from_pretrained(str(init_path), dtype=resolve_dtype(model.dtype),
@@ -67,7 +63,9 @@ def create_trainer(*, fgrpo: FGRPOParams, rollout: RolloutParams, model: ModelPa
     compute = resolve_dtype(model.dtype, device)
     policy = load_policy(init_path, dtype=torch.float32, trust_remote_code=model.trust_remote_code)
     ref = load_policy(init_path, dtype=torch.float32, trust_remote_code=model.trust_remote_code) if fgrpo.beta else None
-    processor = load_processor(init_path, trust_remote_code=model.trust_remote_code)
+    # the pixel bounds the engine gets too: trainer and sampler see the same image tokens
+    processor = load_processor(init_path, trust_remote_code=model.trust_remote_code,
+                               min_pixels=model.min_pixels, max_pixels=model.max_pixels)
     samples = load_split(data_dir, "rl")
     main = process_state().is_main_process  # one of several ranks under accelerate launch
     if main:

@@ -1,4 +1,4 @@
-"""SFT warm start (FGRPO.md section 9) with TRL's ``SFTTrainer`` on image + text chat samples.
+"""SFT warm start (docs/method.md#sft-warm-start) with TRL's ``SFTTrainer`` on image + text chat samples.
 
 Objective: next-token cross-entropy on the assistant turn only,
 
@@ -15,7 +15,7 @@ Choices and where they depart from TRL's defaults:
 - gradient checkpointing only when asked (TRL turns it on by default: ~30% more compute);
 - each sample is encoded once before training, and the collator only pads and adds pixels
   (TRL's vision collator re-renders the template and re-tokenises every batch on every step);
-- over-long samples are dropped, never truncated (PITFALLS.md, image tokens);
+- over-long samples are dropped, never truncated (docs/method.md#image-tokens-and-over-long-prompts);
 - frozen vision tower = the whole ``visual`` module, merger included, as EasyR1's
   ``freeze_vision_tower`` (the paper's code base) does;
 - the loss on CPU comes from full logits, not TRL's fused LM head (a Python tile loop without
@@ -42,13 +42,13 @@ from typing import Any, Sequence
 
 import torch
 
+from fgrpo_core.checkpoints import MODEL_SUBDIR  # noqa: F401  out_dir/model: the final model (re-exported)
 from fgrpo_core.config import SFTParams
 from fgrpo_core.models.loading import load_policy, load_processor, resolve_dtype
 from fgrpo_core.train.sft_data import EncodedSFTData, SFTCollator, encode_for_sft, load_staged
 from fgrpo_core.train.sft_log import write_training_log
 from fgrpo_core.train.threads import cpu_threads
 
-MODEL_SUBDIR = "model"  # out_dir/model: the final save_pretrained checkpoint
 RUN_FILE = "sft_run.json"  # what the checkpoints in out_dir were trained from
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

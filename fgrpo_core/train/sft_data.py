@@ -16,7 +16,7 @@ caching pixel values instead saved no more than that, at ~1 MB per real image, s
 
 Length: a sample whose encoded length (image tokens included) exceeds ``max_length`` is
 dropped and counted, never truncated: cutting a prompt inside its image placeholders breaks the
-model ("Image features and image tokens do not match", PITFALLS.md).
+model ("Image features and image tokens do not match", docs/method.md#image-tokens-and-over-long-prompts).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The constrained policy update of one round (FGRPO.md section 6), on accelerate.
+"""The constrained policy update of one round (docs/method.md#policy-step), on accelerate.
 
     old log-probs   recomputed by the policy that sampled the round, before any step   [ours];
                     the first mini-batch runs on that very policy, so its rollouts take their

@@ -172,7 +172,7 @@ def test_empty_and_huge_completions(samples):
     elapsed = time.monotonic() - start
     _check_scores(scores, samples, 2)
     assert scores.scores[1].n_pred_boxes == 5000  # the NaN box is dropped, the 5000 good ones kept
-    # a box that does not parse breaks the format (FGRPO.md section 2); the answer still counts
+    # a box that does not parse breaks the format (docs/method.md#output-format); the answer still counts
     assert scores.scores[1].fmt == 0.0 and scores.scores[1].acc == 1.0 and 0.0 <= scores.scores[1].spatial <= 1.0
     assert scores.scores[0].fmt == 0.0 and scores.scores[0].task == 0.0  # empty: defined, zero
     assert elapsed < 60, f"hostile completions took {elapsed:.1f} s to score"

@@ -1,5 +1,5 @@
 """Crash-resume: `fgrpo train` SIGKILLed at every point of a round, resumed each time, ends with
-exactly what an uninterrupted run writes (PITFALLS.md "Resume": N rounds == k rounds, kill,
+exactly what an uninterrupted run writes (docs/method.md#resume: N rounds == k rounds, kill,
 resume, N - k rounds).
 
 One run goes straight through 3 rounds. Another is killed five times, at a different point

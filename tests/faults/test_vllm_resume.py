@@ -1,4 +1,4 @@
-"""Kill and resume on the live vLLM engine: the PITFALLS.md determinism case.
+"""Kill and resume on the live vLLM engine: the determinism case (docs/method.md#determinism).
 
 vLLM reproduces samples only when asked to: per-request seeds (``rollout.base.prompt_seed`` of
 the round's seed and the prompt id), the in-process engine (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
