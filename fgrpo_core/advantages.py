@@ -210,13 +210,13 @@ def decoupled_advantages(
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TaskRewards:
-    """The two rule-based rewards of each rollout that R_task is made of (FGRPO.md section 2)."""
+    """The two rule-based rewards of each rollout that R_task is made of (docs/method.md#rewards)."""
 
     acc: Tensor  # [N] or [B, G], R_acc in {0, 1}
     fmt: Tensor  # same shape, R_fmt in {0, 1}
 
 
-# The paper's ablation rewards (FGRPO.md section 7): weights of (R_acc, R_acc R_C, R_fmt R_G).
+# The paper's ablation rewards (docs/method.md#ablation-rows): weights of (R_acc, R_acc R_C, R_fmt R_G).
 SHAPED_WEIGHTS: dict[AdvantageMode, tuple[float, float, float]] = {
     AdvantageMode.reward_sum: (1 / 3, 1 / 3, 1 / 3),
     AdvantageMode.gate: (0.0, 1 / 2, 1 / 2),
@@ -248,7 +248,7 @@ def shaped_reward(
     c = torch.nan_to_num(constraints["consistency"].to(torch.float64), nan=0.0)  # no verdict, no bonus
     g = torch.nan_to_num(constraints["spatial"].to(torch.float64), nan=1.0)  # no boxes: the term is R_fmt
     w_acc, w_c, w_g = SHAPED_WEIGHTS[mode]
-    return w_acc * acc + w_c * acc * c + w_g * fmt * g  # FGRPO.md section 7 (the paper's ablation)
+    return w_acc * acc + w_c * acc * c + w_g * fmt * g  # docs/method.md#ablation-rows (the paper's ablation)
 
 
 def compute_advantages(

@@ -214,7 +214,7 @@ def test_by_id_equals_rows_and_is_permutation_equivariant():
 # ------------------------------------------------------------------------------------------
 # The ablation switch
 # ------------------------------------------------------------------------------------------
-# One row per case: (R_acc, R_fmt, R_C, R_G) -> reward_sum, gate  (FGRPO.md section 7)
+# One row per case: (R_acc, R_fmt, R_C, R_G) -> reward_sum, gate  (docs/method.md#ablation-rows)
 #   reward_sum = 1/3 R_acc + 1/3 R_acc R_C + 1/3 R_fmt R_G      gate = 1/2 R_acc R_C + 1/2 R_fmt R_G
 #   R_C NaN -> 0 (no verdict "consistent", no bonus); R_G NaN (no ground-truth box) -> 1 (the term is R_fmt)
 SHAPED_CASES = [

@@ -46,9 +46,10 @@ def test_settle_by_hand():
     assert status == "unparseable" and math.isnan(score)
     status, score = settle(ConsistencyVerdict(VerdictStatus.failed))
     assert status == "failed" and math.isnan(score)
-    # semantic "ok" with every sentence SKIP: a verdict, not a failure; R_S not applicable
+    # semantic "ok" with every sentence SKIP: not a failure, but nothing was checkable (K' = 0):
+    # unjudgeable, which training scores 0 and evaluation counts as 0 grounding (docs/rewards.md)
     status, score = settle(SemanticVerdict(VerdictStatus.ok, [SentenceLabel.skip]))
-    assert status == "ok" and math.isnan(score)
+    assert status == "unjudgeable" and math.isnan(score)
     assert settle(SemanticVerdict(VerdictStatus.ok, [SentenceLabel.correct, SentenceLabel.incorrect])) == ("ok", 0.5)
 
 

@@ -30,6 +30,7 @@ Asking and settling verdicts is ``judges/asking.py``, the same code evaluation u
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
@@ -140,9 +141,14 @@ def score_rollouts(
     c_score, s_score = list(verdicts.consistency), list(verdicts.semantic)
     c_status = [st or NOT_APPLICABLE for st in verdicts.consistency_status]
     s_status = [st or NOT_APPLICABLE for st in verdicts.semantic_status]
-    # What the judge answered, before the escape rule (unjudgeable ones were never a verdict).
-    status = {sig: {k: v for k, v in verdicts.counts(sig).items() if k != UNJUDGEABLE}
-              for sig in ("consistency", "semantic")}
+    # What the judge answered, before the escape rule: a completion with nothing to judge got no
+    # verdict; an all-SKIP semantic verdict was an "ok" answer that the escape rule then scores 0.
+    status = {
+        "consistency": {k: v for k, v in verdicts.counts("consistency").items() if k != UNJUDGEABLE},
+        "semantic": dict(Counter("ok" if st == UNJUDGEABLE else st
+                                 for st, nc in zip(verdicts.semantic_status, verdicts.no_claim)
+                                 if st is not None and not (st == UNJUDGEABLE and nc))),
+    }
     # The escape rule (module docstring): where the constraint is active, nothing to judge scores 0.
     for i in range(n):
         if c_status[i] == UNJUDGEABLE:
