@@ -119,7 +119,7 @@ import sys as _sys
 import threading as _threading
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: `-p no:timeout` still works
 def pytest_timeout_set_timer(item, settings):
     if settings.method != "thread":
         return None  # pytest-timeout's own implementation
