@@ -73,7 +73,8 @@ def _source(obj) -> str:
 def _code_reached(item) -> str:
     """The source of the test, its fixtures, and the test package's functions/classes they name."""
     roots = [getattr(item, "function", None)]
-    for defs in item._fixtureinfo.name2fixturedefs.values():
+    info = getattr(item, "_fixtureinfo", None)  # pytest's record of the fixtures a test function uses
+    for defs in (info.name2fixturedefs.values() if info else ()):
         roots += [d.func for d in defs]
     seen: set[int] = set()
     todo = [r for r in roots if r is not None]
@@ -95,7 +96,7 @@ def _code_reached(item) -> str:
 
 
 def tiers(item) -> set[str]:
-    found = {m for m, names in TIER_FIXTURES.items() if names & set(item.fixturenames)}
+    found = {m for m, names in TIER_FIXTURES.items() if names & set(getattr(item, "fixturenames", ()))}
     code = _code_reached(item)
     found |= {m for m, pattern in TIER_CODE.items() if pattern.search(code)}
     if found & {"launch", "server"}:
@@ -119,7 +120,7 @@ import sys as _sys
 import threading as _threading
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: `-p no:timeout` still works
 def pytest_timeout_set_timer(item, settings):
     if settings.method != "thread":
         return None  # pytest-timeout's own implementation

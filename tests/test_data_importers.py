@@ -209,10 +209,13 @@ def test_mindcube_jsonl_tiles_views(tmp_path):
 
 
 def test_jsonl_syntax_error_names_the_line(tmp_path):
-    (tmp_path / "MindCube_tinybench.jsonl").write_text('{"id": "a"}\n{not json\n')
+    # a blank first line (skipped, still counted), then the bad one: file line 2
+    (tmp_path / "MindCube_tinybench.jsonl").write_text('\n{not json\n')
     with pytest.raises(SchemaError) as err:
         _import("mindcube", tmp_path)
-    assert "MindCube_tinybench.jsonl" in str(err.value)
+    # rows count the file's lines from 0: line 2 is row 1; the message shows the line
+    assert err.value.row == 1 and "row 1" in str(err.value) and "{not json" in str(err.value), str(err.value)
+    assert "MindCube_tinybench.jsonl" in str(err.value) and "not JSON" in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------

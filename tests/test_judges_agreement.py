@@ -156,6 +156,44 @@ def test_exact_judge_agrees_with_itself_on_synthetic_traces():
     assert "| consistency | 24 | 24 | 1.000 | 1.000 |" in report.to_markdown()
 
 
+class FlippingJudge:
+    """The exact judge with its consistency verdict flipped on the first ``k`` requests."""
+
+    name, version = "flipping", "1"
+
+    def __init__(self, k: int):
+        from fgrpo_core.judges.exact import ExactJudge
+
+        self.exact, self.k = ExactJudge(), k
+
+    def consistency(self, requests):
+        out = self.exact.consistency(requests)
+        return [ConsistencyVerdict(OK, not v.consistent, v.raw) if i < self.k else v for i, v in enumerate(out)]
+
+    def semantic(self, requests):
+        return self.exact.semantic(requests)
+
+
+def test_flipped_verdicts_give_the_hand_computed_accuracy_and_kappa():
+    """Agreement with itself (above) is 1 whatever the arithmetic; here the candidate disagrees on
+    exactly 6 of 24 consistency verdicts, and Cohen's kappa is recomputed from the counts."""
+    from fgrpo_core.judges.exact import ExactJudge
+
+    c_reqs, s_reqs = _synthetic_requests(24)
+    ref = [v.consistent for v in ExactJudge().consistency(c_reqs)]
+    cand = [not r if i < 6 else r for i, r in enumerate(ref)]
+    report = compare_judges(ExactJudge(), FlippingJudge(6), c_reqs, s_reqs)
+    n = len(ref)
+    p_o = sum(a == b for a, b in zip(ref, cand)) / n
+    p_ref, p_cand = sum(ref) / n, sum(cand) / n
+    p_e = p_ref * p_cand + (1 - p_ref) * (1 - p_cand)
+    assert p_o == 18 / 24 and p_e < 1
+    assert report.consistency.accuracy == pytest.approx(0.75, abs=1e-12)
+    assert report.consistency.kappa == pytest.approx((p_o - p_e) / (1 - p_e), abs=1e-12)
+    assert report.consistency.kappa < 0.75  # chance agreement is taken out
+    assert report.semantic.accuracy == 1.0 and report.semantic.kappa == 1.0  # untouched
+
+
 class ConstantJudge:
     """Says CONSISTENT and CORRECT to everything (a lazy judge)."""
 

@@ -71,15 +71,42 @@ def _mult(constraint, means, lam0=1.0, eta=0.05, tau=0.9):
     return rows
 
 
-def test_figures_are_written(tmp_path):
+def test_figures_are_written(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from fgrpo_core.eval import repro
+    from fgrpo_core.eval.plots import PRETTY
+
+    figures = []
+    real_save = repro._save
+    monkeypatch.setattr(repro, "_save", lambda fig, path: (figures.append(fig), real_save(fig, path))[1])
     hist = {"fgrpo-s0": _mult("consistency", [0.3, 0.5, 0.95, 0.99]) + _mult("semantic", [0.1, 0.2, 0.2, 0.3]),
             "fgrpo_consistency-s0": _mult("consistency", [0.4, 0.6, 0.7, 0.92])}
     p = plot_multiplier_trajectories(hist, tmp_path / "m.png", title="t")
-    assert p.stat().st_size > 10_000
+    with Image.open(p) as im:
+        assert im.format == "PNG" and im.size[0] > im.size[1] > 100
+    # What is drawn: per constraint (columns), lambda after each step on top, the mean below.
+    axes = figures[-1].axes
+    top = {ax.get_title(): ax for ax in axes[:2]}  # row-major: the top row first
+    assert set(top) == {PRETTY["consistency"], PRETTY["semantic"]}
+    lines = {ln.get_label(): ln for ln in top[PRETTY["consistency"]].get_lines()}
+    # lambda by hand: 1 + 0.05 * (0.9 - m) per step: 1.03, 1.05, 1.0475, 1.043
+    np.testing.assert_allclose(lines["fgrpo-s0"].get_ydata(), [1.03, 1.05, 1.0475, 1.043], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lines["fgrpo-s0"].get_xdata(), [1, 2, 3, 4])
+    assert set(lines) == {"fgrpo-s0", "fgrpo_consistency-s0"}
+    assert [ln.get_label() for ln in top[PRETTY["semantic"]].get_lines()] == ["fgrpo-s0"]
     curves = {"grpo_t": [TrainCurves(np.arange(1, 5), {"reward_acc": np.array([0.4, 0.5, 0.5, 0.6])}),
                          TrainCurves(np.arange(1, 4), {"reward_acc": np.array([0.3, np.nan, 0.5])})],
               "fgrpo": [TrainCurves(np.arange(1, 5), {"reward_consistency": np.full(4, np.nan)})]}
-    assert plot_round_curves(curves, tmp_path / "c.png").stat().st_size > 10_000
+    c = plot_round_curves(curves, tmp_path / "c.png")
+    with Image.open(c) as im:
+        assert im.format == "PNG"
+    acc_ax = figures[-1].axes[0]
+    (acc,) = acc_ax.get_lines()  # fgrpo has no accuracy values: no line for it
+    # mean over the seeds on the rounds both have (3), NaN left out: (0.4+0.3)/2, 0.5, (0.5+0.5)/2
+    assert acc.get_label() == "grpo_t"
+    np.testing.assert_allclose(acc.get_ydata(), [0.35, 0.5, 0.5], rtol=0, atol=1e-12)
+    assert all(not ax.get_lines() for ax in figures[-1].axes[1:])  # all-NaN panels stay empty
     with pytest.raises(ValueError, match="no multiplier rows"):
         plot_multiplier_trajectories({"x": []}, tmp_path / "none.png")
 

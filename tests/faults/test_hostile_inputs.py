@@ -255,7 +255,11 @@ def test_bad_dataset_rows_are_named_by_file_row_and_field(image_root, rows):
         return
     assert len(emitted) == len(rows)
     for s, r in zip(emitted, clean):  # what went through is a real, validated sample
-        assert s.image.size[0] % 28 == 0 and s.choices == [str(o) for o in r["options"]] and s.answer in "AB"
+        # the row's answer (a 0-based index; the only other forms a passing row may have are listed)
+        # as the letter of that option: "answer": 1 -> "B"; a value not listed must not pass at all
+        assert s.image.size[0] % 28 == 0 and s.choices == [str(o) for o in r["options"]]
+        letter = {(int, 0): "A", (int, 1): "B", (str, "0"): "A", (str, "1"): "B", (str, "A"): "A", (str, "B"): "B"}
+        assert s.answer == letter[(type(r["answer"]), r["answer"])], (s.answer, r["answer"])
 
 
 @pytest.mark.parametrize("bbox,problem", [
