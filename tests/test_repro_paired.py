@@ -104,7 +104,8 @@ def test_sft_above_chance_by_the_margin_passes():
     under, over = sft_check([2] * 18 + [1] * 82, [2] * 100, 0.10), sft_check([2] * 22 + [1] * 78, [2] * 100, 0.10)
     assert under.accuracy == pytest.approx(0.59) and not under.passed  # 0.59 < 0.5 + 0.10
     assert over.accuracy == pytest.approx(0.61) and over.passed
-    assert sft_check([1] * 100, [2] * 100, margin=-1.0).passed  # -1 turns the check off
+    off = sft_check([1] * 100, [2] * 100, margin=-1.0)
+    assert off.passed and "the check is off" in off.message()  # -1 turns the check off
     with pytest.raises(ValueError, match="circularly"):
         sft_check([1, 0], [1, 1], margin=0.1)
 
@@ -142,6 +143,10 @@ def test_accuracy_at_chance_in_both_rows_is_not_testable():
     assert "both rows answer at chance" in c.acc.reason and "43.0%" in c.acc.reason and "45.0%" in c.acc.reason
     md = summary_markdown({"grpo_t": base, "fgrpo": fg}, {}, c, seeds=[0])
     assert "not testable: both rows answer at chance" in md
+    # with the SFT check turned off (margin -1), rows at or below chance are still not testable
+    # (the smoke table once read "met" for two rows at 0% per-order accuracy vs chance 37.5%)
+    c = target_check(base, fg, None, (_ev(rot=0.0, chance=0.375), _ev(rot=0.0, chance=0.375)), margin=-1.0)
+    assert c.acc.status == "not testable"
     # one row above chance: testable again (and here met on the point values: -1 pt)
     c = target_check(base, fg, None, (_ev(rot=0.43, chance=0.43), _ev(rot=0.70, chance=0.43)), margin=0.10)
     assert c.acc.status == "met"

@@ -56,7 +56,7 @@ def test_two_rows_from_one_start(table_setup, vllm_engine, restore_vllm_weights,
     assert all(len(r) == 4 * 2 for r in r1 + r2)
 
     summary = json.loads(out.metrics.read_text())
-    assert set(summary) == {"sft", "grpo_t", "fgrpo", "target"}
+    assert set(summary) == {"sft", "grpo_t", "fgrpo", "target", "paired", "sft_val"}
     for name in ("sft", "grpo_t", "fgrpo"):
         row = json.loads((tmp / "metrics" / f"{name if name == 'sft' else name + '-s0'}.json").read_text())
         assert summary[name]["accuracy"] == row["mean"]["accuracy"]  # one seed: the mean is that run

@@ -18,7 +18,8 @@ The issue's target (FGRPO against GRPO-T, on the seed means and the paired diffe
 infinite; it is reported as such, never as a number.
 
 A target is never "met" on no evidence. Each is **not testable**, with the reason, when
-- accuracy: both rows answer at chance (per-order accuracy below chance + ``eval.min_sft_margin``);
+- accuracy: both rows answer at chance (per-order accuracy below chance + ``eval.min_sft_margin``,
+  the margin taken as 0 when negative: a row below chance is never testable);
 - IR ratio: both rows' IR is ~0 (below ``IR_FLOOR``): nothing to divide; or both policies are
   mostly unparsable (well-formed below ``UNPARSABLE``); or a row got no consistency verdict;
 - semantic grounding: a row had no sentence judged.
@@ -185,6 +186,7 @@ def target_check(baseline: Mapping[str, SeedStat], fgrpo: Mapping[str, SeedStat]
         ir = decide(ratio >= 5.0, "")
     # accuracy
     chance = evidence[0].chance if evidence else math.nan
+    margin = max(margin, 0.0)  # a turned-off SFT check (-1) does not make a row below chance testable
     if evidence and not math.isnan(chance) and all(e.rotation_accuracy < chance + margin for e in evidence):
         acc = Verdict("not testable", f"both rows answer at chance: per-order accuracy {pct(evidence[0].rotation_accuracy)}% "
                                       f"and {pct(evidence[1].rotation_accuracy)}% vs chance {pct(chance)}% "
@@ -228,6 +230,8 @@ class SFTCheck:
         head = (f"SFT per-order accuracy on the val split {pct(self.accuracy)}% "
                 f"[{100 * self.confidence:g}% CI {pct(self.lo)}, {pct(self.hi)}] over {self.n} questions, "
                 f"chance {pct(self.chance)}% (mean 1/k)")
+        if self.margin <= -1.0:
+            return f"{head}: the check is off (eval.min_sft_margin = -1); RL rows go ahead"
         if self.passed:
             return f"{head}: above chance by {100 * (self.accuracy - self.chance):.1f} pts (>= {pct(self.margin)}); RL rows go ahead"
         return (f"fgrpo repro: {head}: not above chance by eval.min_sft_margin = {pct(self.margin)} pts; "
