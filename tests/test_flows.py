@@ -338,7 +338,8 @@ def test_a_stage_log_shows_the_pipeline_not_its_dependencies(harness, in_project
     # Under log_prints=True (as the pipeline flows run), the stage-data task used to log ~40 lines
     # of bytecode per dataset (datasets' fingerprint pickling disassembles functions into a
     # captured stdout that Prefect's print rerouting bypasses), and every GPU stage warned that the
-    # fgrpo-gpu limit does not exist on a local API.
+    # fgrpo-gpu limit does not exist on a local API. Measured: without log_prints=False on the
+    # stage-data task this test finds 24 disassembly lines (RESUME, LOAD_GLOBAL (pa), ...); with it, 0.
     from prefect import flow
 
     from flows.pipeline import run_params, stage_identity
