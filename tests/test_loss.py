@@ -157,6 +157,19 @@ def test_bad_inputs():
         policy_loss(logp, old, ref, adv, mask, aggregation="sum")
 
 
+def test_shape_errors_name_the_tensor():
+    """Each misshapen input is named with both shapes (mutation testing found these messages unread)."""
+    logp, old, ref, adv, mask = _random_case(4)
+    kw = dict(clip_low=0.2, clip_high=0.28, beta=0.01, aggregation="token_mean")
+    shape = tuple(logp.shape)
+    with pytest.raises(ValueError, match=rf"^ref_logprobs has shape \({shape[0]}, 2\), logprobs has \({shape[0]}, {shape[1]}\)$"):
+        policy_loss(logp, old, ref[:, :2], adv, mask, **kw)
+    with pytest.raises(ValueError, match=rf"^mask has shape \({shape[0]}, 2\), logprobs has"):
+        policy_loss(logp, old, ref, adv, mask[:, :2], **kw)
+    with pytest.raises(ValueError, match=r"^logprobs must be \[N, T\], got \(" + str(shape[0] * shape[1]) + r",\)$"):
+        policy_loss(logp.flatten(), old, ref, adv, mask, **kw)
+
+
 def test_all_masked_gives_zero_loss_with_a_graph():
     logp, old, ref, adv, mask = _random_case(5)
     logp.requires_grad_(True)
