@@ -21,11 +21,17 @@ class _Borrowed:
     """The session engine behind VLLMEngine's constructor; closing it is the session's job."""
 
     def __init__(self, engine, log):
-        self._engine, self._log = engine, log
+        from fgrpo_core.rollout.vllm_engine import VLLMEngine  # the real class, before it is replaced
+
+        self._engine, self._log, self._from_params = engine, log, VLLMEngine.from_params.__func__
 
     def __call__(self, path, **kwargs):
         self._log.append((str(path), kwargs))
         return self
+
+    def from_params(self, model_path, rollout, model, seed, **kwargs):
+        """The real ``VLLMEngine.from_params`` argument mapping, with this stand-in as the class."""
+        return self._from_params(self, model_path, rollout, model, seed, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._engine, name)

@@ -365,12 +365,14 @@ def test_a_stage_log_shows_the_pipeline_not_its_dependencies(harness, in_project
     _stages_flow()([])  # back to the smoke data for the next tests
 
 
-def test_gpu_slot_holds_the_limit_when_it_exists(harness):
+def test_gpu_slot_creates_the_missing_limit_and_holds_it(harness):
+    """A GPU stage on an API without the ``fgrpo-gpu`` limit creates it (1 slot; no "limit does not
+    exist" warning, and stages are serialised) and holds its one slot while it runs."""
     from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
 
-    from tasks.common import GPU_LIMIT, gpu_limit_exists, gpu_slot
+    from tasks.common import _LIMIT_CHECKED, GPU_LIMIT, gpu_limit_exists, gpu_slot
 
     @flow(name="fgrpo-gpu-slot-under-test")
     def hold() -> int:
@@ -378,15 +380,22 @@ def test_gpu_slot_holds_the_limit_when_it_exists(harness):
             with get_client(sync_client=True) as client:
                 return client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots
 
+    with get_client(sync_client=True) as client:  # earlier stages of this session may have made it
+        try:
+            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            pass
+    _LIMIT_CHECKED.clear()
     assert not gpu_limit_exists()
-    with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1))
     try:
-        assert gpu_limit_exists()
         assert hold() == 1  # the stage held the one slot while it ran
+        assert gpu_limit_exists()
+        with get_client(sync_client=True) as client:
+            assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit == 1
     finally:
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+        _LIMIT_CHECKED.clear()
 
 
 @pytest.mark.slow

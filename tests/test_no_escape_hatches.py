@@ -114,8 +114,8 @@ def test_writing_nothing_checkable_does_not_pay():
     # C was judged (the stub finds nothing inconsistent in 'Let me answer.'): 3/3
     assert means["consistency"] == 1.0
     assert scores.escapes.semantic_undefined == 3 and scores.escapes.consistency_unjudged == 0
-    # the judge answered ok for the all-SKIP request: its own status count is kept as it answered
-    assert scores.judge_status["semantic"] == {"ok": 1}
+    # the judge was asked once (the all-SKIP request); its verdict is counted as the scores record it
+    assert scores.judge_status["semantic"] == {"unjudgeable": 1}
     # mixed with one honest rollout, the escapes pull S down instead of hiding
     mixed, _ = _means(_score([[HONEST[0]] + NOTHING_CHECKABLE[:3]]))
     assert mixed["semantic"] == pytest.approx(1 / 4)  # (1 + 0 + 0 + 0) / 4

@@ -141,14 +141,11 @@ def score_rollouts(
     c_score, s_score = list(verdicts.consistency), list(verdicts.semantic)
     c_status = [st or NOT_APPLICABLE for st in verdicts.consistency_status]
     s_status = [st or NOT_APPLICABLE for st in verdicts.semantic_status]
-    # What the judge answered, before the escape rule: a completion with nothing to judge got no
-    # verdict; an all-SKIP semantic verdict was an "ok" answer that the escape rule then scores 0.
-    status = {
-        "consistency": {k: v for k, v in verdicts.counts("consistency").items() if k != UNJUDGEABLE},
-        "semantic": dict(Counter("ok" if st == UNJUDGEABLE else st
-                                 for st, nc in zip(verdicts.semantic_status, verdicts.no_claim)
-                                 if st is not None and not (st == UNJUDGEABLE and nc))),
-    }
+    # The statuses of the verdicts the judge gave, as the scores record them (an all-SKIP semantic
+    # answer is recorded unjudgeable); completions with nothing to send were never asked.
+    status = {sig: dict(Counter(st for st, nothing in zip(getattr(verdicts, f"{sig}_status"), none_sent)
+                                if st is not None and not nothing))
+              for sig, none_sent in (("consistency", verdicts.no_reasoning), ("semantic", verdicts.no_claim))}
     # The escape rule (module docstring): where the constraint is active, nothing to judge scores 0.
     for i in range(n):
         if c_status[i] == UNJUDGEABLE:

@@ -98,13 +98,14 @@ def test_rounds_complete_and_count_judge_failures(flaky_server, tmp_path, tiny_m
     server, plan = flaky_server
     data_dir, traces_file = faults_data
     p = load_params(PRESET, [
-        "judges.consistency=model", "judges.semantic=model", f"judges.cache_dir={tmp_path / 'cache'}",
+        f"judges.cache_dir={tmp_path / 'cache'}",
         "rollout.group_size=2", "rollout.max_tokens=128", f"fgrpo.rollout_batch={N_RL}", f"fgrpo.update_batch={N_RL}",
         "fgrpo.micro_batch=16", "fgrpo.lambda_min_count=1", "fgrpo.keep_checkpoints=latest",
     ])
     p.judges.model_judge = {"backend": "openai", "model": "judge-model", "base_url": server.base_url,
                             "api_key_env": KEY_ENV, "timeout_s": TIMEOUT_S, "max_retries": MAX_RETRIES,
                             "retry_backoff_s": 0.01, "max_concurrency": 8}
+    p.judges.consistency = p.judges.semantic = "model"  # the endpoint first: params refuse a model judge without one
     traces = {k: tuple(v) for k, v in json.loads(traces_file.read_text()).items()}
     engine = ReplayEngine(traces, load_processor(tiny_model_dir).tokenizer)
     tr = create_trainer(fgrpo=p.fgrpo, rollout=p.rollout, model=p.model, judges=p.judges,
