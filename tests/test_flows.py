@@ -509,11 +509,12 @@ def test_repro_flow_writes_the_table_and_its_artifacts(harness, in_project):
     (its own engine, in a subprocess), then the summary, table and plots as artifacts."""
     from flows.repro import fgrpo_repro
 
-    out = fgrpo_repro("params.yaml", ["fgrpo.rounds=1", "eval.circular=[synthetic]"],
+    # eval.min_sft_margin=-1: the untrained tiny SFT is at chance, which the SFT check would refuse
+    out = fgrpo_repro("params.yaml", ["fgrpo.rounds=1", "eval.circular=[synthetic]", "eval.min_sft_margin=-1"],
                       variants=["grpo_t", "fgrpo"], seeds=[0])
     assert out["metrics"] == "repro/metrics/summary.json"
     summary = json.loads((in_project / out["metrics"]).read_text())
-    assert set(summary) == {"sft", "grpo_t", "fgrpo", "target"}
+    assert set(summary) == {"sft", "grpo_t", "fgrpo", "target", "paired", "sft_val"}
     for row in ("grpo_t-s0", "fgrpo-s0"):
         assert (in_project / "repro/runs" / row / "runs" / "round-1" / "rollouts.parquet").is_file()
     arts = _read_artifacts(["repro-summary", "repro-table", "repro-plots"])

@@ -9,6 +9,7 @@ bf16 weights would silently not learn. The CPU runs bf16 autocast too, so this i
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -40,8 +41,10 @@ def _updater(case, dtype=torch.float32, mixed="bf16", lr=1e-6, beta=0.04):
     torch.manual_seed(0)
     model = load_policy(case["model_dir"], dtype=dtype)
     settings = update_mod.UpdateSettings.from_params(
-        FGRPOParams(lr=lr, update_batch=4, micro_batch=4, epochs=1, beta=beta, freeze_vision=False), RolloutParams(),
+        FGRPOParams(lr=1e-6, update_batch=4, micro_batch=4, epochs=1, beta=beta, freeze_vision=False), RolloutParams(),
         mixed_precision=mixed)
+    # lr 0 (a step that must not move the weights) is below what params accept: set it on the settings
+    settings = dataclasses.replace(settings, lr=lr)
     return update_mod.PolicyUpdater(model, copy.deepcopy(model), case["pad_id"], settings)
 
 
