@@ -159,7 +159,6 @@ def encode(batch, cap=False):
     enc["labels"] = labels
     return enc
 
-letter_ids = [tok.convert_tokens_to_ids(l) if tok.convert_tokens_to_ids(l) is not None else tok(l)["input_ids"][0] for l in LETTERS[:6]]
 letter_ids = [tok(l)["input_ids"][0] for l in LETTERS[:6]]
 @torch.no_grad()
 def evaluate():

@@ -12,27 +12,15 @@
 from __future__ import annotations
 
 import logging
-import sys
-import types
 
 import pytest
+
+from tests.support.recording_vllm import install_recording_vllm
 
 
 @pytest.fixture
 def recorded(monkeypatch):
-    seen: dict = {}
-
-    class RecordingLLM:
-        def __init__(self, **kwargs):
-            seen.update(kwargs)
-
-        def get_tokenizer(self):
-            return None
-
-    fake = types.ModuleType("vllm")
-    fake.LLM = RecordingLLM
-    fake.envs = types.SimpleNamespace(disable_envs_cache=lambda: None)
-    monkeypatch.setitem(sys.modules, "vllm", fake)
+    seen = install_recording_vllm(monkeypatch)
     # VLLMEngine sets these in os.environ: undone after the test
     for var in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE", "VLLM_LOGGING_LEVEL"):
         monkeypatch.setenv(var, "x")

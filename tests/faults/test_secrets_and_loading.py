@@ -27,7 +27,6 @@ import socket
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -416,20 +415,9 @@ def test_vllm_engine_and_judge_server_read_safetensors_only(monkeypatch, tmp_pat
     """What the engines ask vLLM for (a stand-in ``vllm.LLM`` records the arguments)."""
     from fgrpo_core.judges.vllm_server import VLLMServer
     from fgrpo_core.rollout.vllm_engine import VLLMEngine
+    from tests.support.recording_vllm import install_recording_vllm
 
-    seen = {}
-
-    class RecordingLLM:
-        def __init__(self, **kwargs):
-            seen.update(kwargs)
-
-        def get_tokenizer(self):
-            return None
-
-    fake = types.ModuleType("vllm")
-    fake.LLM = RecordingLLM
-    fake.envs = types.SimpleNamespace(disable_envs_cache=lambda: None)  # VLLMEngine resets vLLM's env cache
-    monkeypatch.setitem(sys.modules, "vllm", fake)
+    seen = install_recording_vllm(monkeypatch)
     # VLLMEngine sets these in os.environ: undone after the test
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1"))
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
